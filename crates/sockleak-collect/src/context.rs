@@ -1,0 +1,1 @@
+//! Per-namespace TCP sysctls and counters.

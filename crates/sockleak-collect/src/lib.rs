@@ -1,0 +1,16 @@
+//! sockleak's Linux collection layer: everything that talks to the kernel.
+//!
+//! It returns model types, never prints and never decides: sock_diag dumps
+//! ([`diag`]), the /proc walk ([`procfs`]), network namespaces ([`netns`]),
+//! per-namespace sysctls and counters ([`context`]), what this run may see
+//! ([`privileges`]), and [`scan`], which joins them into one
+//! [`sockleak_model::Snapshot`].
+
+#![cfg(target_os = "linux")]
+
+pub mod context;
+pub mod diag;
+pub mod netns;
+pub mod privileges;
+pub mod procfs;
+pub mod scan;

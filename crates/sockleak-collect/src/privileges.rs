@@ -1,0 +1,1 @@
+//! What this run may see, and what would fix each gap.

@@ -1,0 +1,1 @@
+//! The /proc walk: processes, their descriptors and limits.

@@ -1,0 +1,1 @@
+//! One scan: namespaces, dumps and the /proc walk joined into a snapshot.

@@ -1,0 +1,21 @@
+//! sockleak's vocabulary and analysis. Pure: no I/O, no unsafe, no clock.
+//!
+//! Collection (`sockleak-collect`) fills a [`Snapshot`]; analysis in this crate
+//! reads it with `now` passed in, so every age, rate and verdict is
+//! deterministic in tests; presentation lives in the binary.
+
+#![forbid(unsafe_code)]
+
+pub mod filter;
+pub mod group;
+pub mod host;
+pub mod process;
+pub mod snapshot;
+pub mod socket;
+
+pub use filter::{Filter, StateSet};
+pub use group::{group_key, GroupKey, Role};
+pub use host::{HostInfo, Namespace, NetnsId, PortRange, SockStat, TcpCounters};
+pub use process::{FdKind, FdKinds, Process};
+pub use snapshot::{add_note, merge_notes, PartialKind, PartialNote, Snapshot};
+pub use socket::{Cookie, Endpoint, Family, MemInfo, Owner, Socket, TcpInfo, TcpState, Timer};

@@ -1,0 +1,2 @@
+//! The sockleak command-line tool.
+fn main() {}
