@@ -1,1 +1,399 @@
-//! One scan: namespaces, dumps and the /proc walk joined into a snapshot.
+//! One scan: namespaces, sock_diag dumps and the /proc walk joined into a
+//! [`Snapshot`].
+//!
+//! The dumps (one thread per namespace, inside it) run while the /proc walk
+//! runs on the other cores. Both race with the host, as `ss -p` does: a socket
+//! whose fd was closed between the two has an inode but no owner (shown as
+//! "owner unknown"), and a socket fd missing from every dump is only called
+//! "closed but held" after its TCP state was confirmed to be CLOSE.
+
+use crate::context;
+use crate::diag::{self, DumpRequest};
+use crate::netns::{self, NetnsError, NsEntry};
+use crate::procfs::{self, ProcOptions, SocketFd};
+use sockleak_model::filter::NetnsFilter;
+use sockleak_model::snapshot::{add_note, merge_notes};
+use sockleak_model::{
+    Filter, Namespace, Owner, PartialKind, PartialNote, Process, Snapshot, Socket, StateSet,
+    TcpState,
+};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How to scan.
+#[derive(Clone, Debug)]
+pub struct ScanOptions {
+    pub filter: Filter,
+    /// Ask the kernel for tcp_info and memory info (needed for ages).
+    pub want_info: bool,
+    /// Threads for the /proc walk.
+    pub threads: usize,
+    pub proc_root: PathBuf,
+    pub run_netns: PathBuf,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            filter: Filter::default(),
+            want_info: true,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            proc_root: PathBuf::from("/proc"),
+            run_netns: PathBuf::from("/run/netns"),
+        }
+    }
+}
+
+/// Result of dumping one namespace.
+struct NsDump {
+    ns: Namespace,
+    sockets: Vec<Socket>,
+    notes: Vec<PartialNote>,
+}
+
+/// Scans the host. Never fails as a whole: what could not be read is in
+/// `Snapshot::partial`. The caller decides whether an empty result is an error.
+pub fn scan(opts: &ScanOptions) -> Snapshot {
+    let taken_at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut snap = Snapshot {
+        taken_at_ms,
+        host: context::read_host_info(),
+        filtered: opts.filter.is_restricted(),
+        ..Snapshot::default()
+    };
+
+    let discovery = netns::discover(&opts.proc_root, &opts.run_netns);
+    merge_notes(&mut snap.partial, discovery.notes);
+    let entries = select_namespaces(discovery.entries, &opts.filter.netns, &mut snap.partial);
+
+    // LISTEN sockets are always dumped (they are few) so accepted connections
+    // can be told from outgoing ones under any state filter.
+    let req = DumpRequest {
+        states: StateSet(opts.filter.states.0 | TcpState::Listen.bit()),
+        want_info: opts.want_info,
+    };
+    let proc_opts = ProcOptions {
+        proc_root: opts.proc_root.clone(),
+        threads: opts.threads.max(1),
+        pids: (!opts.filter.pids.is_empty()).then(|| opts.filter.pids.clone()),
+        walk_fds: true,
+    };
+
+    let (dumps, procs) = std::thread::scope(|s| {
+        let dumper = s.spawn(|| {
+            entries
+                .iter()
+                .map(|e| dump_namespace(e, &req))
+                .collect::<Vec<_>>()
+        });
+        let procs = procfs::scan_processes(&proc_opts);
+        let dumps = dumper.join().unwrap_or_default();
+        (dumps, procs)
+    });
+
+    let mut sockets = Vec::new();
+    let mut scanned_ns = HashSet::new();
+    for d in dumps {
+        if d.ns.scanned {
+            scanned_ns.insert(d.ns.id);
+        }
+        merge_notes(&mut snap.partial, d.notes);
+        snap.namespaces.push(d.ns);
+        sockets.extend(d.sockets);
+    }
+    merge_notes(&mut snap.partial, procs.notes);
+    let mut processes = procs.processes;
+    let mut socket_fds = procs.socket_fds;
+
+    let unmatched = attach_owners(&mut sockets, &mut socket_fds, &processes);
+    mark_inherited(&mut sockets, &processes);
+    if opts.filter.states.is_all() {
+        count_closed_but_held(
+            &unmatched,
+            &mut processes,
+            &scanned_ns,
+            opts,
+            &mut snap.partial,
+        );
+    }
+
+    // Listeners are kept for grouping even when the filter hides them.
+    snap.listeners = sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen)
+        .map(|s| (s.netns, s.local))
+        .collect();
+    apply_filter(&opts.filter, &mut sockets, &mut processes);
+    processes.sort_by_key(|p| p.pid);
+    snap.sockets = sockets;
+    snap.processes = processes;
+    snap
+}
+
+/// Keeps the namespaces `--netns` asked for; names and ids that match
+/// nothing are reported.
+fn select_namespaces(
+    entries: Vec<NsEntry>,
+    wanted: &[NetnsFilter],
+    notes: &mut Vec<PartialNote>,
+) -> Vec<NsEntry> {
+    if wanted.is_empty() {
+        return entries;
+    }
+    for w in wanted {
+        let found = entries.iter().any(|e| match w {
+            NetnsFilter::Id(id) => e.id == *id,
+            NetnsFilter::Name(n) => e.name.as_deref() == Some(n.as_str()),
+        });
+        if !found {
+            let what = match w {
+                NetnsFilter::Id(id) => format!("network namespace {id}"),
+                NetnsFilter::Name(n) => format!("network namespace {n:?}"),
+            };
+            add_note(
+                notes,
+                PartialKind::Vanished,
+                &what,
+                "no such namespace",
+                None,
+            );
+        }
+    }
+    entries
+        .into_iter()
+        .filter(|e| {
+            wanted.iter().any(|w| match w {
+                NetnsFilter::Id(id) => e.id == *id,
+                NetnsFilter::Name(n) => e.name.as_deref() == Some(n.as_str()),
+            })
+        })
+        .collect()
+}
+
+/// Dumps one namespace from a thread inside it, with its sysctls and counters.
+fn dump_namespace(entry: &NsEntry, req: &DumpRequest) -> NsDump {
+    let mut ns = Namespace::new(entry.id);
+    ns.name = entry.name.clone();
+    ns.is_own = entry.is_own;
+    let label = match &entry.name {
+        Some(n) => format!("network namespace {} ({n})", entry.id),
+        None => format!("network namespace {}", entry.id),
+    };
+    let ran = netns::run_in(entry, || {
+        let mut notes = Vec::new();
+        let mut ns_inside = ns.clone();
+        context::read_namespace_context(&mut ns_inside, &mut notes);
+        let mut sockets = Vec::new();
+        match diag::dump(entry.id, req, &mut sockets) {
+            Ok(stats) => {
+                if stats.malformed > 0 {
+                    add_note(
+                        &mut notes,
+                        PartialKind::Malformed,
+                        &format!("sock_diag rows in {label}"),
+                        &format!(
+                            "{} rows could not be decoded and were skipped",
+                            stats.malformed
+                        ),
+                        None,
+                    );
+                }
+                ns_inside.scanned = true;
+            }
+            Err(e) if e.is_unsupported() => {
+                sockets.clear();
+                match diag::dump_proc_net_tcp(entry.id, req.states, &mut sockets) {
+                    Ok(_) => {
+                        ns_inside.scanned = true;
+                        add_note(
+                            &mut notes,
+                            PartialKind::Unsupported,
+                            &label,
+                            "sock_diag unavailable: read /proc/net/tcp instead (no cookies, \
+                             no tcp_info, no ages)",
+                            Some("a kernel with CONFIG_INET_DIAG and CONFIG_INET_TCP_DIAG"),
+                        );
+                    }
+                    Err(e) => add_note(
+                        &mut notes,
+                        PartialKind::Error,
+                        &label,
+                        &format!("sock_diag unavailable and /proc/net/tcp unreadable: {e}"),
+                        None,
+                    ),
+                }
+            }
+            Err(e) => {
+                // Keep what was decoded before the error: it is labelled.
+                ns_inside.scanned = !sockets.is_empty();
+                add_note(&mut notes, PartialKind::Error, &label, &e.to_string(), None);
+            }
+        }
+        (ns_inside, sockets, notes)
+    });
+    match ran {
+        Ok((ns, sockets, notes)) => NsDump { ns, sockets, notes },
+        Err(e) => {
+            let mut notes = Vec::new();
+            let (kind, fix) = match &e {
+                NetnsError::Permission { .. } => (
+                    PartialKind::Permission,
+                    Some("run as root or grant CAP_SYS_ADMIN (to enter other namespaces)"),
+                ),
+                NetnsError::Vanished { .. } => (PartialKind::Vanished, None),
+                _ => (PartialKind::Error, None),
+            };
+            add_note(&mut notes, kind, "network namespaces", &e.to_string(), fix);
+            NsDump {
+                ns,
+                sockets: Vec::new(),
+                notes,
+            }
+        }
+    }
+}
+
+/// Joins socket fds to sockets by inode. Returns the socket fds that matched
+/// no dumped socket (candidates for "closed but held").
+fn attach_owners(
+    sockets: &mut [Socket],
+    socket_fds: &mut [SocketFd],
+    _processes: &[Process],
+) -> Vec<SocketFd> {
+    socket_fds.sort_unstable_by_key(|s| (s.inode, s.pid, s.fd));
+    let mut matched = vec![false; socket_fds.len()];
+    for s in sockets.iter_mut() {
+        if s.inode == 0 {
+            continue;
+        }
+        let start = socket_fds.partition_point(|f| f.inode < s.inode);
+        let mut i = start;
+        while i < socket_fds.len() && socket_fds[i].inode == s.inode {
+            s.owners.push(Owner {
+                pid: socket_fds[i].pid,
+                fd: socket_fds[i].fd,
+                inherited: false,
+            });
+            matched[i] = true;
+            i += 1;
+        }
+    }
+    socket_fds
+        .iter()
+        .zip(matched)
+        .filter(|(_, m)| !m)
+        .map(|(f, _)| *f)
+        .collect()
+}
+
+/// A holder whose ancestor also holds the socket got it through fork.
+fn mark_inherited(sockets: &mut [Socket], processes: &[Process]) {
+    let parent: HashMap<u32, u32> = processes.iter().map(|p| (p.pid, p.ppid)).collect();
+    for s in sockets.iter_mut() {
+        if s.owners.len() < 2 {
+            continue;
+        }
+        let holders: HashSet<u32> = s.owners.iter().map(|o| o.pid).collect();
+        if holders.len() < 2 {
+            continue;
+        }
+        for o in s.owners.iter_mut() {
+            let mut cur = o.pid;
+            // Bounded walk: pid trees are shallow, and a cycle in racing
+            // data must not hang us.
+            for _ in 0..64 {
+                match parent.get(&cur) {
+                    Some(&pp) if pp != 0 && pp != cur => {
+                        if holders.contains(&pp) {
+                            o.inherited = true;
+                            break;
+                        }
+                        cur = pp;
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+/// Counts TCP socket fds that are in no TCP table. A candidate must be a TCP
+/// socket (sockprotoname) of a process whose namespace was dumped, and is
+/// confirmed by reading its TCP state through a duplicated fd: a socket that
+/// appeared after the dump is not CLOSE and is not counted.
+fn count_closed_but_held(
+    unmatched: &[SocketFd],
+    processes: &mut [Process],
+    scanned_ns: &HashSet<u64>,
+    opts: &ScanOptions,
+    notes: &mut Vec<PartialNote>,
+) {
+    let mut counts: HashMap<u32, u32> = HashMap::new();
+    let mut unverified = 0u32;
+    for f in unmatched {
+        let proto = match procfs::socket_protocol(&opts.proc_root, f.pid, f.fd) {
+            Ok(p) => p,
+            Err(_) => continue, // fd closed meanwhile: not held
+        };
+        if proto != "TCP" && proto != "TCPv6" {
+            continue;
+        }
+        match procfs::fd_tcp_state(f.pid, f.fd, f.inode) {
+            Ok(Some(TcpState::Close)) => *counts.entry(f.pid).or_default() += 1,
+            Ok(_) => {} // alive (created after the dump) or fd reused
+            Err(e)
+                if e.raw_os_error() == Some(libc::EPERM)
+                    || e.raw_os_error() == Some(libc::EACCES)
+                    || e.raw_os_error() == Some(libc::ENOSYS) =>
+            {
+                unverified += 1;
+                *counts.entry(f.pid).or_default() += 1;
+            }
+            Err(_) => {} // process or fd gone
+        }
+    }
+    if unverified > 0 {
+        add_note(
+            notes,
+            PartialKind::Permission,
+            "closed-but-held sockets",
+            &format!(
+                "{unverified} counted without confirming their TCP state (pidfd_getfd refused)"
+            ),
+            Some("run as root or grant CAP_SYS_PTRACE"),
+        );
+    }
+    for p in processes.iter_mut() {
+        if p.fds.is_some() && scanned_ns.contains(&p.netns) {
+            p.closed_but_held = Some(counts.get(&p.pid).copied().unwrap_or(0));
+        }
+    }
+}
+
+/// Drops what the filter does not ask for. Socket-level filters also narrow
+/// the process list to the owners of what is shown.
+fn apply_filter(filter: &Filter, sockets: &mut Vec<Socket>, processes: &mut Vec<Process>) {
+    if filter.selects_processes() {
+        processes.retain(|p| filter.matches_process(p));
+        let keep: HashSet<u32> = processes.iter().map(|p| p.pid).collect();
+        sockets.retain(|s| s.owners.iter().any(|o| keep.contains(&o.pid)));
+    }
+    sockets.retain(|s| filter.matches_socket(s));
+    let socket_level = !filter.states.is_all()
+        || !filter.ports.is_empty()
+        || !filter.remotes.is_empty()
+        || !filter.netns.is_empty();
+    if socket_level {
+        let owners: HashSet<u32> = sockets
+            .iter()
+            .flat_map(|s| s.owners.iter().map(|o| o.pid))
+            .collect();
+        processes.retain(|p| owners.contains(&p.pid));
+    }
+}

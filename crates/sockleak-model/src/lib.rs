@@ -6,14 +6,24 @@
 
 #![forbid(unsafe_code)]
 
+pub mod age;
+pub mod blame;
+pub mod explain;
 pub mod filter;
+pub mod findings;
 pub mod group;
 pub mod host;
 pub mod process;
 pub mod snapshot;
 pub mod socket;
 
+pub use age::{AgeHints, AgeSource, NoHints};
+pub use blame::Holder;
 pub use filter::{Filter, StateSet};
+pub use findings::{
+    diagnose, diagnose_with, sort_findings, DiagnoseConfig, Finding, FindingKey, FindingKind,
+    Severity,
+};
 pub use group::{group_key, GroupKey, Role};
 pub use host::{HostInfo, Namespace, NetnsId, PortRange, SockStat, TcpCounters};
 pub use process::{FdKind, FdKinds, Process};

@@ -1,2 +1,47 @@
-//! The sockleak command-line tool.
-fn main() {}
+//! The sockleak command-line tool: finds, explains and helps fix leaked TCP
+//! connections and file descriptors on Linux.
+
+#[cfg(target_os = "linux")]
+mod cli;
+#[cfg(target_os = "linux")]
+mod commands;
+mod exit;
+#[cfg(target_os = "linux")]
+mod output;
+
+use std::process::ExitCode;
+
+#[cfg(target_os = "linux")]
+fn main() -> ExitCode {
+    use clap::Parser;
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version are not errors.
+            let code = if e.use_stderr() {
+                exit::ERROR
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            exit::report_error(&e);
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() -> ExitCode {
+    eprintln!(
+        "sockleak: this tool supports Linux only (it reads sock_diag netlink and /proc); \
+         this build is for {}",
+        std::env::consts::OS
+    );
+    ExitCode::from(exit::ERROR)
+}

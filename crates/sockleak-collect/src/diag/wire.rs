@@ -1,0 +1,257 @@
+//! The NETLINK_SOCK_DIAG socket: opening it, sending a TCP dump request and
+//! receiving whole datagrams. The only module of `diag` with syscalls.
+
+use super::abi;
+use super::{DiagError, DiagOp, DumpRequest, Errno};
+use sockleak_model::{Family, TcpState};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+/// Receive buffer size. With `tcp_info` a dump datagram exceeds 4 KiB and a
+/// short buffer truncates it silently (kernel-notes.md); the kernel sizes its
+/// dump skbs after the reader's buffer (up to 32 KiB), so 64 KiB never
+/// truncates, and truncation is still detected (MSG_TRUNC) rather than assumed.
+pub const RECV_BUF_LEN: usize = 64 * 1024;
+
+/// How long one `recv` may wait. A dump answers in milliseconds; this only
+/// bounds a wedged kernel or a namespace being torn down.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A NETLINK_SOCK_DIAG socket. It belongs to the network namespace of the
+/// thread that opened it, for its whole life (also after that thread ends).
+#[derive(Debug)]
+pub struct DiagSocket {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+fn errno_of(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+impl DiagSocket {
+    /// `socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG)` with
+    /// a receive timeout of [`RECV_TIMEOUT`].
+    pub fn open() -> Result<DiagSocket, DiagError> {
+        // SAFETY: socket(2) takes no pointers; the result is checked below.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::NETLINK_SOCK_DIAG,
+            )
+        };
+        if raw < 0 {
+            let e = io::Error::last_os_error();
+            let errno = errno_of(&e);
+            // EPROTONOSUPPORT: no NETLINK_SOCK_DIAG in this kernel;
+            // EAFNOSUPPORT: no netlink at all.
+            if errno == libc::EPROTONOSUPPORT
+                || errno == libc::ENOENT
+                || errno == libc::EAFNOSUPPORT
+            {
+                return Err(DiagError::Unsupported {
+                    op: DiagOp::Open,
+                    errno: Errno(errno),
+                });
+            }
+            return Err(DiagError::Io {
+                op: DiagOp::Open,
+                source: e,
+            });
+        }
+        // SAFETY: `raw` is a descriptor socket(2) just returned to us; nothing
+        // else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let tv = libc::timeval {
+            tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t,
+            tv_usec: 0,
+        };
+        // SAFETY: `tv` is a valid timeval that outlives the call and its size
+        // is passed exactly.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(DiagError::Io {
+                op: DiagOp::Open,
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(DiagSocket { fd, seq: 0 })
+    }
+
+    /// Builds the request datagram: `nlmsghdr` + `struct inet_diag_req_v2`.
+    pub fn request_bytes(
+        seq: u32,
+        family: Family,
+        req: &DumpRequest,
+    ) -> [u8; abi::NLMSG_HDRLEN + abi::REQ_V2_LEN] {
+        let mut b = [0u8; abi::NLMSG_HDRLEN + abi::REQ_V2_LEN];
+        let len = b.len() as u32;
+        b[0..4].copy_from_slice(&len.to_ne_bytes());
+        b[4..6].copy_from_slice(&abi::SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        b[6..8].copy_from_slice(&(abi::NLM_F_REQUEST | abi::NLM_F_DUMP).to_ne_bytes());
+        b[8..12].copy_from_slice(&seq.to_ne_bytes());
+        // nlmsg_pid 0: addressed to the kernel.
+        let p = abi::NLMSG_HDRLEN;
+        b[p] = match family {
+            Family::Inet => abi::AF_INET,
+            Family::Inet6 => abi::AF_INET6,
+        };
+        b[p + 1] = abi::IPPROTO_TCP;
+        b[p + 2] = if req.want_info {
+            abi::EXT_INFO | abi::EXT_MEMINFO
+        } else {
+            0
+        };
+        let mut states = req.states.0;
+        // Request sockets of listeners live in state TCP_NEW_SYN_RECV; ask for
+        // them whenever SYN_RECV is wanted (ss does the same).
+        if req.states.contains(TcpState::SynRecv) {
+            states |= 1 << abi::TCP_NEW_SYN_RECV;
+        }
+        b[p + 4..p + 8].copy_from_slice(&states.to_ne_bytes());
+        // The sockid stays zero: a dump without bytecode ignores it.
+        b
+    }
+
+    /// Sends a dump request for all TCP sockets of `family` in the states of
+    /// `req`.
+    pub fn send_dump(&mut self, family: Family, req: &DumpRequest) -> Result<(), DiagError> {
+        self.seq = self.seq.wrapping_add(1);
+        let msg = Self::request_bytes(self.seq, family, req);
+        // SAFETY: sockaddr_nl is plain old data; all-zero is a valid value.
+        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        let op = DiagOp::Request(Some(family));
+        loop {
+            // SAFETY: `msg` and `kernel` are valid for the lengths passed and
+            // outlive the call.
+            let n = unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    0,
+                    (&kernel as *const libc::sockaddr_nl).cast(),
+                    std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(DiagError::Io { op, source: e });
+            }
+            if n as usize != msg.len() {
+                return Err(DiagError::Io {
+                    op,
+                    source: io::Error::new(io::ErrorKind::WriteZero, "short send"),
+                });
+            }
+            return Ok(());
+        }
+    }
+
+    /// Receives one datagram into `buf`, returning its length. A datagram
+    /// larger than `buf` is an error, never a silent truncation.
+    pub fn recv(&self, buf: &mut [u8], family: Family) -> Result<usize, DiagError> {
+        let op = DiagOp::Dump(Some(family));
+        loop {
+            // SAFETY: `buf` is valid for writes of `buf.len()` bytes. MSG_TRUNC
+            // makes the return value the real datagram length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_TRUNC,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                        return Err(DiagError::Io {
+                            op,
+                            source: io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                format!("no reply within {} s", RECV_TIMEOUT.as_secs()),
+                            ),
+                        })
+                    }
+                    _ => return Err(DiagError::Io { op, source: e }),
+                }
+            }
+            let n = n as usize;
+            if n > buf.len() {
+                return Err(DiagError::Malformed {
+                    op,
+                    offset: buf.len(),
+                    what: "datagram larger than the receive buffer (truncated)",
+                });
+            }
+            return Ok(n);
+        }
+    }
+}
+
+impl AsFd for DiagSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sockleak_model::StateSet;
+
+    #[test]
+    fn request_layout() {
+        let mut states = StateSet::empty();
+        states.insert(TcpState::CloseWait);
+        states.insert(TcpState::SynRecv);
+        let b = DiagSocket::request_bytes(
+            7,
+            Family::Inet6,
+            &DumpRequest {
+                states,
+                want_info: true,
+            },
+        );
+        assert_eq!(b.len(), 72);
+        assert_eq!(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]), 72);
+        assert_eq!(u16::from_ne_bytes([b[4], b[5]]), 20);
+        assert_eq!(u16::from_ne_bytes([b[6], b[7]]), 0x301);
+        assert_eq!(u32::from_ne_bytes([b[8], b[9], b[10], b[11]]), 7);
+        assert_eq!(&b[16..20], &[10, 6, 0b11, 0]);
+        let mask = u32::from_ne_bytes([b[20], b[21], b[22], b[23]]);
+        assert_eq!(mask, (1 << 8) | (1 << 3) | (1 << 12));
+        assert!(b[24..].iter().all(|x| *x == 0));
+
+        let plain = DiagSocket::request_bytes(
+            1,
+            Family::Inet,
+            &DumpRequest {
+                states: StateSet::ALL,
+                want_info: false,
+            },
+        );
+        assert_eq!(&plain[16..20], &[2, 6, 0, 0]);
+        assert_eq!(
+            u32::from_ne_bytes([plain[20], plain[21], plain[22], plain[23]]),
+            0xffe | (1 << 12)
+        );
+    }
+}

@@ -1,0 +1,1395 @@
+//! Findings: what is wrong on this host, who is at fault, since when, and what
+//! to do. [`diagnose`] turns one [`Snapshot`] into findings; it is pure and
+//! takes `now_ms` so ages are deterministic. Watch enriches the same findings
+//! over time (matching them by [`Finding::key`] and filling `rate_per_min`,
+//! `eta_s` and better ages through [`AgeHints`]).
+//!
+//! Thresholds live in [`DiagnoseConfig`]; each rule's doc comment says how it
+//! decides. The rules in brief:
+//!
+//! | kind                  | info                     | warning               | critical                      |
+//! |-----------------------|--------------------------|-----------------------|-------------------------------|
+//! | close_wait_leak       | every age unknown        | a socket ≥ min_age    | ≥ 100 sockets, or fds ≥ 80 %  |
+//! | fin_wait2_stuck       | orphans; ages unknown    | owned, ≥ min_age      | —                             |
+//! | time_wait_pressure    | ≥ 100 and ≥ 1 % of ports | ≥ 50 % of ports       | ≥ 90 % of ports               |
+//! | fd_exhaustion         | —                        | ≥ 80 % of limit       | ≥ 95 % of limit               |
+//! | closed_but_held       | —                        | ≥ 1 socket            | —                             |
+//! | accept_queue_overflow | —                        | —                     | queue ≥ backlog               |
+//! | orphan_pressure       | —                        | ≥ 80 % of max         | ≥ 95 % of max                 |
+//! | time_wait_buckets     | —                        | ≥ 80 % of max         | ≥ 95 % of max                 |
+
+use crate::age::{self, Age, AgeHints, AgeSource, NoHints};
+use crate::blame::{self, Holder, PeerIndex, PeerTally, ProcessIndex};
+use crate::group::{group_key, GroupKey, ListenerIndex, Role};
+use crate::host::{Namespace, NetnsId};
+use crate::process::{FdKinds, Process};
+use crate::snapshot::Snapshot;
+use crate::socket::{Cookie, Endpoint, Socket, TcpState};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+
+/// Thresholds of the rules. Ratios are fractions (0.5 = 50 %).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiagnoseConfig {
+    /// CLOSE_WAIT and FIN_WAIT2 sockets younger than this are normal churn
+    /// (`--min-age`, default 30 s).
+    pub min_age_s: u64,
+    /// A close_wait_leak group with at least this many sockets is critical.
+    pub close_wait_crit_count: u64,
+    /// TIME_WAIT toward one destination, as a share of the usable ephemeral
+    /// ports: warning from here (default 0.5) ...
+    pub time_wait_warn: f64,
+    /// ... critical from here (default 0.9).
+    pub time_wait_crit: f64,
+    /// Below `time_wait_warn`, an info finding only when a destination has at
+    /// least this many TIME_WAIT sockets (default 100) ...
+    pub time_wait_info_min_count: u64,
+    /// ... and at least this share of the ports (default 0.01), so a quiet
+    /// host says nothing.
+    pub time_wait_info_min_ratio: f64,
+    /// Open fds / soft RLIMIT_NOFILE: warning from (0.8) ...
+    pub fd_warn: f64,
+    /// ... critical from (0.95).
+    pub fd_crit: f64,
+    /// sockstat orphans / net.ipv4.tcp_max_orphans: warning from (0.8) ...
+    pub orphan_warn: f64,
+    /// ... critical from (0.95).
+    pub orphan_crit: f64,
+    /// sockstat TIME_WAIT / net.ipv4.tcp_max_tw_buckets: warning from (0.8) ...
+    pub tw_bucket_warn: f64,
+    /// ... critical from (0.95).
+    pub tw_bucket_crit: f64,
+    /// How many cookies of the oldest sockets a finding lists (default 5).
+    pub oldest_cookies: usize,
+}
+
+impl Default for DiagnoseConfig {
+    fn default() -> Self {
+        DiagnoseConfig {
+            min_age_s: 30,
+            close_wait_crit_count: 100,
+            time_wait_warn: 0.5,
+            time_wait_crit: 0.9,
+            time_wait_info_min_count: 100,
+            time_wait_info_min_ratio: 0.01,
+            fd_warn: 0.8,
+            fd_crit: 0.95,
+            orphan_warn: 0.8,
+            orphan_crit: 0.95,
+            tw_bucket_warn: 0.8,
+            tw_bucket_crit: 0.95,
+            oldest_cookies: 5,
+        }
+    }
+}
+
+/// What a finding is about. Serialised in snake_case (`close_wait_leak`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    CloseWaitLeak,
+    FinWait2Stuck,
+    TimeWaitPressure,
+    FdExhaustion,
+    ClosedButHeld,
+    AcceptQueueOverflow,
+    OrphanPressure,
+    TimeWaitBuckets,
+    /// An fd kind growing steadily over time. Only watch can see growth;
+    /// [`diagnose`] never emits it.
+    FdLeak,
+}
+
+impl FindingKind {
+    pub const ALL: [FindingKind; 9] = [
+        FindingKind::CloseWaitLeak,
+        FindingKind::FinWait2Stuck,
+        FindingKind::TimeWaitPressure,
+        FindingKind::FdExhaustion,
+        FindingKind::ClosedButHeld,
+        FindingKind::AcceptQueueOverflow,
+        FindingKind::OrphanPressure,
+        FindingKind::TimeWaitBuckets,
+        FindingKind::FdLeak,
+    ];
+
+    /// The JSON name: `close_wait_leak`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::CloseWaitLeak => "close_wait_leak",
+            FindingKind::FinWait2Stuck => "fin_wait2_stuck",
+            FindingKind::TimeWaitPressure => "time_wait_pressure",
+            FindingKind::FdExhaustion => "fd_exhaustion",
+            FindingKind::ClosedButHeld => "closed_but_held",
+            FindingKind::AcceptQueueOverflow => "accept_queue_overflow",
+            FindingKind::OrphanPressure => "orphan_pressure",
+            FindingKind::TimeWaitBuckets => "time_wait_buckets",
+            FindingKind::FdLeak => "fd_leak",
+        }
+    }
+
+    /// This kind's own `sockleak explain` topic (`close-wait-leak`, ...).
+    pub fn topic(self) -> &'static str {
+        match self {
+            FindingKind::CloseWaitLeak => "close-wait-leak",
+            FindingKind::FinWait2Stuck => "fin-wait2-stuck",
+            FindingKind::TimeWaitPressure => "time-wait-pressure",
+            FindingKind::FdExhaustion => "fd-exhaustion",
+            FindingKind::ClosedButHeld => "closed-but-held",
+            FindingKind::AcceptQueueOverflow => "accept-queue-overflow",
+            FindingKind::OrphanPressure => "orphan-pressure",
+            FindingKind::TimeWaitBuckets => "time-wait-buckets",
+            FindingKind::FdLeak => "fd-leak",
+        }
+    }
+
+    /// The topic a finding of this kind points its reader to: for the kinds
+    /// about one TCP state, that state's topic, which tells the whole story
+    /// (who is at fault, common stacks, fixes); otherwise [`Self::topic`].
+    pub fn explain_topic(self) -> &'static str {
+        match self {
+            FindingKind::CloseWaitLeak => "close-wait",
+            FindingKind::FinWait2Stuck => "fin-wait-2",
+            FindingKind::TimeWaitPressure => "time-wait",
+            k => k.topic(),
+        }
+    }
+}
+
+impl fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How bad a finding is. Ordered: `Info < Warning < Critical`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// Parses `info`, `warning` (or `warn`), `critical` (or `crit`), any case,
+    /// as `--fail-on` takes them.
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "info" => Some(Severity::Info),
+            "warning" | "warn" => Some(Severity::Warning),
+            "critical" | "crit" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The identity of a finding across snapshots, for watch to match a finding
+/// with its previous self. The process is (pid, start time) because pids are
+/// reused; the endpoint is the listening endpoint for servers and the peer for
+/// clients; TIME_WAIT pressure uses the local address with port 0.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FindingKey {
+    pub kind: FindingKind,
+    pub pid: Option<u32>,
+    pub start_time: Option<u64>,
+    pub netns: Option<NetnsId>,
+    pub role: Option<Role>,
+    pub local: Option<Endpoint>,
+    pub remote: Option<Endpoint>,
+    pub orphan: bool,
+}
+
+/// One finding. Evidence fields are `None`/empty when they do not apply and
+/// are then left out of JSON.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The process's start time (clock ticks after boot), for [`Self::key`].
+    #[serde(skip)]
+    pub start_time: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<NetnsId>,
+    /// What is counted depends on the kind: sockets, fds, waiting connections.
+    pub count: u64,
+    /// One plain sentence.
+    pub summary: String,
+    /// Cause, context and fix, in plain sentences.
+    pub advice: String,
+
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// The listening endpoint (server role, accept queue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<Endpoint>,
+    /// The local address of TIME_WAIT pressure (the port varies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_ip: Option<IpAddr>,
+    /// The peer endpoint (client role, TIME_WAIT destination).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<Endpoint>,
+    /// The sockets have no owning process any more.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub orphan: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_age_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_source: Option<AgeSource>,
+    /// Counted sockets whose age could not be determined (no `tcp_info`, no
+    /// history): they are in `count` but not in `oldest_age_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_unknown: Option<u64>,
+    /// Σ max(Recv-Q − 1, 0): application data never read (the FIN counts 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unread_bytes: Option<u64>,
+    /// Cookies of the oldest sockets, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cookies: Vec<Cookie>,
+    /// The process at the other end on this host (FIN_WAIT2 ↔ CLOSE_WAIT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_comm: Option<String>,
+    /// Other processes holding the same sockets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also_held_by: Vec<Holder>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_limit: Option<u64>,
+    /// The process's fds by kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fds: Option<FdKinds>,
+    /// Use of the resource the finding is about, as a fraction of its limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usable_ports: Option<u32>,
+    /// `net.ipv4.tcp_fin_timeout` of the namespace: orphaned FIN_WAIT2
+    /// sockets are gone by then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fin_timeout_s: Option<u32>,
+    /// The namespace's `ListenOverflows` (cumulative since boot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_overflows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u32>,
+    /// The kernel limit the count is compared with (tcp_max_orphans, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// Growth per minute; filled by watch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_min: Option<f64>,
+    /// Seconds until the limit is reached at the current rate; filled by watch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<u64>,
+    /// The `sockleak explain` topic for this finding.
+    pub explain: String,
+}
+
+impl Finding {
+    /// An empty finding of this kind; rules (and watch, for `fd_leak`) fill
+    /// in the rest.
+    pub fn new(kind: FindingKind, severity: Severity) -> Finding {
+        Finding {
+            kind,
+            severity,
+            pid: None,
+            start_time: None,
+            comm: None,
+            netns: None,
+            count: 0,
+            summary: String::new(),
+            advice: String::new(),
+            role: None,
+            local: None,
+            local_ip: None,
+            remote: None,
+            orphan: false,
+            oldest_age_s: None,
+            age_source: None,
+            age_unknown: None,
+            unread_bytes: None,
+            cookies: Vec::new(),
+            peer_pid: None,
+            peer_comm: None,
+            also_held_by: Vec::new(),
+            fd_count: None,
+            fd_limit: None,
+            fds: None,
+            ratio: None,
+            usable_ports: None,
+            fin_timeout_s: None,
+            listen_overflows: None,
+            backlog: None,
+            limit: None,
+            rate_per_min: None,
+            eta_s: None,
+            explain: kind.explain_topic().to_string(),
+        }
+    }
+
+    /// Stable identity across snapshots (see [`FindingKey`]).
+    pub fn key(&self) -> FindingKey {
+        FindingKey {
+            kind: self.kind,
+            pid: self.pid,
+            start_time: self.start_time,
+            netns: self.netns,
+            role: self.role,
+            local: self
+                .local
+                .or_else(|| self.local_ip.map(|ip| Endpoint::new(ip, 0))),
+            remote: self.remote,
+            orphan: self.orphan,
+        }
+    }
+
+    /// Copies the process identity and fd evidence of `p` into the finding.
+    fn set_process(&mut self, p: Option<&Process>) {
+        if let Some(p) = p {
+            self.start_time = Some(p.start_time);
+            self.comm = Some(p.comm.clone());
+            self.fd_count = p.fd_count;
+            self.fd_limit = p.fd_limit;
+            self.fds = p.fds;
+        }
+    }
+}
+
+/// Most severe first, then the largest count, then a stable order by key.
+pub fn sort_findings(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(b.count.cmp(&a.count))
+            .then_with(|| a.key().cmp(&b.key()))
+    });
+}
+
+/// All findings of one snapshot, as of `now_ms` (Unix ms), sorted most severe
+/// first. Ages come from the snapshot alone.
+pub fn diagnose(snap: &Snapshot, now_ms: u64, cfg: &DiagnoseConfig) -> Vec<Finding> {
+    diagnose_with(snap, now_ms, cfg, &NoHints)
+}
+
+/// [`diagnose`] with ages from history or eBPF where they are known.
+pub fn diagnose_with(
+    snap: &Snapshot,
+    now_ms: u64,
+    cfg: &DiagnoseConfig,
+    hints: &dyn AgeHints,
+) -> Vec<Finding> {
+    let ctx = Ctx::new(snap, now_ms, cfg, hints);
+    let mut out = Vec::new();
+    close_wait_leaks(&ctx, &mut out);
+    fin_wait2_stuck(&ctx, &mut out);
+    time_wait_pressure(&ctx, &mut out);
+    accept_queue_overflows(&ctx, &mut out);
+    process_rules(&ctx, &mut out);
+    namespace_rules(&ctx, &mut out);
+    sort_findings(&mut out);
+    out
+}
+
+/// Lookups shared by the rules.
+struct Ctx<'a> {
+    snap: &'a Snapshot,
+    /// Sockets deduplicated by cookie: a dump is not atomic and may list a
+    /// socket twice. Cookie 0 (a collector that has none) is never merged.
+    sockets: Vec<&'a Socket>,
+    procs: ProcessIndex<'a>,
+    listeners: ListenerIndex,
+    peers: PeerIndex,
+    now_ms: u64,
+    cfg: &'a DiagnoseConfig,
+    hints: &'a dyn AgeHints,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(
+        snap: &'a Snapshot,
+        now_ms: u64,
+        cfg: &'a DiagnoseConfig,
+        hints: &'a dyn AgeHints,
+    ) -> Ctx<'a> {
+        let mut seen = HashSet::new();
+        let sockets = snap
+            .sockets
+            .iter()
+            .filter(|s| s.cookie.0 == 0 || seen.insert(s.cookie))
+            .collect();
+        Ctx {
+            snap,
+            sockets,
+            procs: ProcessIndex::new(&snap.processes),
+            listeners: ListenerIndex::from_snapshot(snap),
+            peers: PeerIndex::new(&snap.sockets),
+            now_ms,
+            cfg,
+            hints,
+        }
+    }
+
+    fn namespace(&self, id: NetnsId) -> Option<&'a Namespace> {
+        self.snap.namespace(id)
+    }
+
+    fn fin_timeout(&self, id: NetnsId) -> Option<u32> {
+        self.namespace(id).and_then(|n| n.tcp_fin_timeout_s)
+    }
+
+    fn age(&self, s: &Socket) -> Option<Age> {
+        age::estimate(
+            s,
+            self.snap.taken_at_ms,
+            self.now_ms,
+            self.fin_timeout(s.netns),
+            self.hints,
+        )
+    }
+
+    fn is_young(&self, a: Option<Age>) -> bool {
+        a.is_some_and(|a| a.secs() < self.cfg.min_age_s)
+    }
+
+    fn owner_pid(&self, s: &Socket) -> Option<u32> {
+        blame::primary_owner(s, &self.procs).map(|o| o.pid)
+    }
+
+    /// "java (pid 4242)", "pid 4242", or "an unidentified process".
+    fn who(&self, pid: Option<u32>) -> String {
+        match pid {
+            Some(pid) => match self.procs.get(pid) {
+                Some(p) => format!("{} (pid {})", p.comm, pid),
+                None => format!("pid {pid}"),
+            },
+            None => "an unidentified process".to_string(),
+        }
+    }
+
+    /// [`Self::who`] at the start of a sentence. A command name keeps its
+    /// case ("java", not "Java"): it is the name the user will grep for.
+    fn subject(&self, pid: Option<u32>) -> String {
+        match pid {
+            Some(_) => self.who(pid),
+            None => "An unidentified process".to_string(),
+        }
+    }
+
+    /// The short name for later sentences: "java", "pid 4242", "the process".
+    fn name(&self, pid: Option<u32>) -> String {
+        match pid {
+            Some(pid) => self
+                .procs
+                .get(pid)
+                .map_or_else(|| format!("pid {pid}"), |p| p.comm.clone()),
+            None => "the process".to_string(),
+        }
+    }
+
+    /// " in network namespace NAME" unless it is sockleak's own namespace.
+    fn netns_phrase(&self, id: NetnsId) -> String {
+        match self.namespace(id) {
+            Some(n) if n.is_own => String::new(),
+            Some(n) => format!(" in network namespace {}", n.label()),
+            None => String::new(),
+        }
+    }
+}
+
+/// Who a group of sockets is charged to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum OwnerKey {
+    Pid(u32),
+    /// The socket has a file but its holder could not be seen (fd tables
+    /// unreadable, or the process vanished during the scan).
+    Unseen,
+    /// No file at all (inode 0): closed by its process, kept by the kernel.
+    Orphan,
+}
+
+impl OwnerKey {
+    fn of(ctx: &Ctx<'_>, s: &Socket) -> OwnerKey {
+        match ctx.owner_pid(s) {
+            Some(pid) => OwnerKey::Pid(pid),
+            None if s.is_orphan() => OwnerKey::Orphan,
+            None => OwnerKey::Unseen,
+        }
+    }
+
+    fn pid(self) -> Option<u32> {
+        match self {
+            OwnerKey::Pid(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// Sockets of one (owner, group) gathered by a state rule.
+#[derive(Default)]
+struct Gathered {
+    count: u64,
+    unread: u64,
+    /// Sockets whose Recv-Q is 0: the application read up to the FIN.
+    eof_read: u64,
+    aged: Vec<(Age, Cookie)>,
+    unknown: Vec<Cookie>,
+    holders: HashMap<u32, (bool, u64)>,
+    peers: PeerTally,
+}
+
+impl Gathered {
+    fn add(&mut self, s: &Socket, age: Option<Age>, primary: Option<u32>) {
+        self.count += 1;
+        self.unread += u64::from(s.unread_bytes());
+        if s.recv_q == 0 {
+            self.eof_read += 1;
+        }
+        match age {
+            Some(a) => self.aged.push((a, s.cookie)),
+            None => self.unknown.push(s.cookie),
+        }
+        blame::tally_holders(&mut self.holders, s, primary);
+    }
+
+    fn oldest(&self) -> Option<Age> {
+        self.aged.iter().map(|(a, _)| *a).max_by_key(|a| a.ms)
+    }
+
+    /// Oldest first; sockets of unknown age after those of known age.
+    fn oldest_cookies(&mut self, n: usize) -> Vec<Cookie> {
+        self.aged
+            .sort_by(|(a, ca), (b, cb)| b.ms.cmp(&a.ms).then(ca.cmp(cb)));
+        self.unknown.sort();
+        self.aged
+            .iter()
+            .map(|(_, c)| *c)
+            .chain(self.unknown.iter().copied())
+            .take(n)
+            .collect()
+    }
+
+    /// Fills count, ages, cookies and holders into `f`.
+    fn fill(&mut self, ctx: &Ctx<'_>, f: &mut Finding) {
+        f.count = self.count;
+        if let Some(a) = self.oldest() {
+            f.oldest_age_s = Some(a.secs());
+            f.age_source = Some(a.source);
+        }
+        let unknown = self.unknown.len() as u64;
+        f.age_unknown = (unknown > 0).then_some(unknown);
+        f.cookies = self.oldest_cookies(ctx.cfg.oldest_cookies);
+        f.also_held_by = blame::holders_from_tally(std::mem::take(&mut self.holders), &ctx.procs);
+    }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// Whole percent, rounded down so "100 %" means really full.
+fn percent(ratio: f64) -> u64 {
+    if ratio.is_finite() && ratio > 0.0 {
+        (ratio * 100.0).floor() as u64
+    } else {
+        0
+    }
+}
+
+fn ratio(n: u64, of: u64) -> Option<f64> {
+    (of > 0).then(|| n as f64 / of as f64)
+}
+
+/// "the oldest for about 41 min" / ", of unknown age".
+fn oldest_phrase(f: &Finding) -> String {
+    match (f.oldest_age_s, f.age_source) {
+        (Some(s), Some(src)) => format!(
+            ", the oldest for {}{}",
+            src.qualifier(),
+            age::human_duration(s)
+        ),
+        _ => ", of unknown age".to_string(),
+    }
+}
+
+/// "It also holds 1562 pipes and 2390 of its 4096 allowed fds. " — the fd
+/// context that tells how close the leak is to breaking the process. Pipes
+/// are named when there are at least as many as leaked sockets: incident 1
+/// leaked two pipes per connection. Otherwise the fd count is only worth a
+/// sentence from half the limit on.
+fn fd_context(p: Option<&Process>, leaked: u64) -> String {
+    let Some(p) = p else { return String::new() };
+    let pipes = p.fds.map_or(0, |k| u64::from(k.pipe));
+    let pipes = (pipes > 0 && pipes >= leaked).then_some(pipes);
+    if pipes.is_none() && p.fd_use_ratio().is_none_or(|r| r < 0.5) {
+        return String::new();
+    }
+    match (pipes, p.fd_count, p.fd_limit) {
+        (Some(pp), Some(n), Some(l)) => {
+            format!("It also holds {pp} pipes and {n} of its {l} allowed fds. ")
+        }
+        (None, Some(n), Some(l)) => format!("It holds {n} of its {l} allowed fds. "),
+        (Some(pp), Some(n), None) => format!("It also holds {pp} pipes ({n} fds in all). "),
+        _ => String::new(),
+    }
+}
+
+/// Said first when the holder of sockets with a file could not be seen.
+fn unseen_owner(owner: OwnerKey) -> &'static str {
+    match owner {
+        OwnerKey::Unseen => {
+            "sockleak could not see which process holds these sockets (its fd table was \
+             unreadable or it exited during the scan); run sockleak as root to name it. "
+        }
+        _ => "",
+    }
+}
+
+/// The sentences about other holders of the same sockets.
+fn holders_advice(holders: &[Holder]) -> String {
+    let list = |hs: &[&Holder]| {
+        let shown: Vec<String> = hs
+            .iter()
+            .take(3)
+            .map(|h| match &h.comm {
+                Some(c) => format!("{} ({c})", h.pid),
+                None => h.pid.to_string(),
+            })
+            .collect();
+        let more = hs.len().saturating_sub(3);
+        if more > 0 {
+            format!("{} and {more} more", shown.join(", "))
+        } else {
+            shown.join(", ")
+        }
+    };
+    let inherited: Vec<&Holder> = holders.iter().filter(|h| h.inherited).collect();
+    let shared: Vec<&Holder> = holders.iter().filter(|h| !h.inherited).collect();
+    let mut out = String::new();
+    if !inherited.is_empty() {
+        let pid_word = if inherited.len() == 1 { "pid" } else { "pids" };
+        out.push_str(&format!(
+            "Also held by child {pid_word} {}, inherited through fork: set CLOEXEC \
+             (SOCK_CLOEXEC, O_CLOEXEC) or close them in the child, because a \
+             connection lasts until every holder closes it. ",
+            list(&inherited)
+        ));
+    }
+    if !shared.is_empty() {
+        let pid_word = if shared.len() == 1 { "pid" } else { "pids" };
+        out.push_str(&format!(
+            "Also held by {pid_word} {}, which must close its copies too. ",
+            list(&shared)
+        ));
+    }
+    out
+}
+
+/// close_wait_leak: per owning process × group (listening endpoint for
+/// accepted connections, peer endpoint for outgoing ones).
+///
+/// - Counts CLOSE_WAIT sockets at least `min_age_s` old. Sockets whose age
+///   cannot be estimated (no `tcp_info`, no history) are counted too and
+///   reported in `age_unknown`: excluding them could hide a real leak.
+/// - Severity: info when every counted socket is of unknown age (one
+///   snapshot cannot tell a leak from churn without ages); critical when
+///   `count ≥ close_wait_crit_count` or the owner uses ≥ `fd_warn` of its fd
+///   limit; warning otherwise.
+/// - A socket held by several processes is charged to one
+///   ([`blame::primary_owner`]); the others are in `also_held_by`.
+/// - If the other end is on this host in FIN_WAIT2, `peer_pid` names its
+///   owner.
+fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    let mut groups: BTreeMap<(OwnerKey, GroupKey), Gathered> = BTreeMap::new();
+    for s in ctx
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::CloseWait)
+    {
+        let a = ctx.age(s);
+        if ctx.is_young(a) {
+            continue;
+        }
+        let owner = OwnerKey::of(ctx, s);
+        let g = groups
+            .entry((owner, group_key(s, &ctx.listeners)))
+            .or_default();
+        g.add(s, a, owner.pid());
+        if let Some(peer) = ctx.peers.mirror(&ctx.snap.sockets, s, TcpState::FinWait2) {
+            g.peers.add(ctx.owner_pid(peer));
+        }
+    }
+    for ((owner, gk), mut g) in groups {
+        let pid = owner.pid();
+        let proc_ = pid.and_then(|p| ctx.procs.get(p));
+        let aged = g.count - g.unknown.len() as u64;
+        let near_fd_limit = proc_
+            .and_then(Process::fd_use_ratio)
+            .is_some_and(|r| r >= ctx.cfg.fd_warn);
+        let severity = if aged == 0 {
+            Severity::Info
+        } else if g.count >= ctx.cfg.close_wait_crit_count || near_fd_limit {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        let mut f = Finding::new(FindingKind::CloseWaitLeak, severity);
+        f.pid = pid;
+        f.orphan = owner == OwnerKey::Orphan;
+        f.set_process(proc_);
+        f.netns = Some(gk.netns);
+        f.role = Some(gk.role);
+        match gk.role {
+            Role::Server => f.local = Some(gk.endpoint),
+            Role::Client => f.remote = Some(gk.endpoint),
+        }
+        f.unread_bytes = Some(g.unread);
+        g.fill(ctx, &mut f);
+        f.peer_pid = g.peers.main_pid();
+        f.peer_comm = f.peer_pid.and_then(|p| ctx.procs.comm(p));
+
+        let who = ctx.subject(pid);
+        let name = ctx.name(pid);
+        let n = plural(g.count, "socket", "sockets");
+        let peer = match f.peer_pid {
+            Some(p) => format!("; its peer {} is stuck in FIN_WAIT2", ctx.who(Some(p))),
+            None if g.peers.orphans() > 0 => {
+                "; its peers on this host wait in FIN_WAIT2".to_string()
+            }
+            None => String::new(),
+        };
+        let oldest = oldest_phrase(&f);
+        let (side, prep) = match gk.role {
+            Role::Server => ("server", "on"),
+            Role::Client => ("client", "to"),
+        };
+        let at = gk.endpoint;
+        f.summary = if aged == 0 {
+            format!(
+                "{who} holds {} {prep} {at} in CLOSE_WAIT{oldest}{peer}.",
+                plural(
+                    g.count,
+                    &format!("{side} connection"),
+                    &format!("{side} connections")
+                ),
+            )
+        } else if gk.role == Role::Client && g.unread > 0 {
+            format!(
+                "{who} is leaking {side} connections {prep} {at}: {n} in CLOSE_WAIT with {} \
+                 never read{oldest}{peer}.",
+                plural(g.unread, "byte", "bytes")
+            )
+        } else {
+            format!(
+                "{who} is leaking {side} connections {prep} {at}: {n} in CLOSE_WAIT{oldest}{peer}."
+            )
+        };
+
+        let mut advice = unseen_owner(owner).to_string();
+        match gk.role {
+            Role::Server => {
+                advice.push_str(&format!(
+                    "The clients hung up and {name} never called close() on these connections"
+                ));
+                if g.eof_read == g.count {
+                    advice.push_str(", although it already read the end of the stream (Recv-Q 0)");
+                } else if g.unread > 0 {
+                    advice.push_str(&format!(
+                        ", and left the last {} they sent unread",
+                        plural(g.unread, "byte", "bytes")
+                    ));
+                }
+                advice.push_str(". ");
+            }
+            Role::Client if g.unread > 0 => advice.push_str(&format!(
+                "The server closed these connections, but {name} never read the responses \
+                 to the end nor closed them, so {} sit unread and a connection pool can \
+                 neither reuse nor release them (this is how \"Timeout waiting for \
+                 connection\" starts). ",
+                plural(g.unread, "byte", "bytes")
+            )),
+            Role::Client => advice.push_str(&format!(
+                "The server hung up and {name} never closed its side: an error path or an \
+                 end-of-stream branch skips close(). "
+            )),
+        }
+        if let Some(p) = f.peer_pid {
+            advice.push_str(&format!(
+                "Its peer {} has closed and waits in FIN_WAIT2: the fault is with {name}, \
+                 not with the peer. ",
+                ctx.who(Some(p))
+            ));
+        }
+        advice.push_str(&fd_context(proc_, g.count));
+        advice.push_str(&holders_advice(&f.also_held_by));
+        match gk.role {
+            Role::Server => advice.push_str(
+                "Close the connection when read() returns 0 (end of stream; -1 in Java) and on \
+                 every error path: try-with-resources, defer, a guard object, or one cleanup \
+                 label in C. ",
+            ),
+            Role::Client if g.unread > 0 => advice.push_str(
+                "Close or fully consume every response, also on error paths: Java HttpClient \
+                 and AWS SDK: close the response InputStream (try-with-resources); Python \
+                 requests: use `with` or resp.close(); Go: defer resp.Body.Close(); Node: \
+                 consume the response or call res.destroy(). ",
+            ),
+            Role::Client => advice.push_str(
+                "Close the socket on every path (C: close() before each early return; Java: \
+                 try-with-resources; Go: defer conn.Close(); Python: with). If these are idle \
+                 connections parked in a pool, let the pool drop idle connections before the \
+                 server's keep-alive timeout. ",
+            ),
+        }
+        if aged == 0 {
+            advice.push_str(
+                "Their age is unknown (no tcp_info), so this may be normal churn: look again \
+                 in a minute, or use sockleak watch. ",
+            );
+        }
+        advice.push_str(
+            "CLOSE_WAIT never times out: the sockets and their fds stay until the process \
+             closes them or exits.",
+        );
+        f.advice = advice;
+        out.push(f);
+    }
+}
+
+/// fin_wait2_stuck: FIN_WAIT2 sockets per holder (a process, or "orphan")
+/// and group.
+///
+/// - Owned sockets (the application called shutdown(SHUT_WR) and kept the
+///   fd) count when at least `min_age_s` old or of unknown age: warning when
+///   any is of known age, info otherwise. They never time out on their own.
+/// - Orphaned sockets (inode 0: closed, kept by the kernel) count when at
+///   least `min_age_s` old, or when their peer is a local CLOSE_WAIT socket
+///   (proof the wait is real); always info, with the namespace's
+///   `tcp_fin_timeout` that will reap them.
+/// - `peer_pid` names the owner of the mirrored CLOSE_WAIT socket: that
+///   process is at fault.
+fn fin_wait2_stuck(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    let mut groups: BTreeMap<(OwnerKey, GroupKey), Gathered> = BTreeMap::new();
+    for s in ctx.sockets.iter().filter(|s| s.state == TcpState::FinWait2) {
+        let a = ctx.age(s);
+        let owner = OwnerKey::of(ctx, s);
+        let peer = ctx.peers.mirror(&ctx.snap.sockets, s, TcpState::CloseWait);
+        let counts = match (owner, a) {
+            (_, Some(a)) => a.secs() >= ctx.cfg.min_age_s,
+            (OwnerKey::Orphan, None) => peer.is_some(),
+            (_, None) => true,
+        };
+        if !counts {
+            continue;
+        }
+        let g = groups
+            .entry((owner, group_key(s, &ctx.listeners)))
+            .or_default();
+        g.add(s, a, owner.pid());
+        if let Some(peer) = peer {
+            g.peers.add(ctx.owner_pid(peer));
+        }
+    }
+    for ((owner, gk), mut g) in groups {
+        let orphan = owner == OwnerKey::Orphan;
+        let aged = g.count - g.unknown.len() as u64;
+        let severity = if orphan || aged == 0 {
+            Severity::Info
+        } else {
+            Severity::Warning
+        };
+        let pid = owner.pid();
+        let proc_ = pid.and_then(|p| ctx.procs.get(p));
+        let mut f = Finding::new(FindingKind::FinWait2Stuck, severity);
+        f.pid = pid;
+        f.set_process(proc_);
+        f.netns = Some(gk.netns);
+        f.role = Some(gk.role);
+        f.orphan = orphan;
+        match gk.role {
+            Role::Server => f.local = Some(gk.endpoint),
+            Role::Client => f.remote = Some(gk.endpoint),
+        }
+        g.fill(ctx, &mut f);
+        f.peer_pid = g.peers.main_pid();
+        f.peer_comm = f.peer_pid.and_then(|p| ctx.procs.comm(p));
+        let fin_timeout = ctx.fin_timeout(gk.netns);
+        if orphan {
+            f.fin_timeout_s = fin_timeout;
+        }
+
+        let conns = |adjective: &str| {
+            let (side, prep) = match gk.role {
+                Role::Server => ("server connection", "on"),
+                Role::Client => ("connection", "to"),
+            };
+            format!(
+                "{} {prep} {}",
+                plural(
+                    g.count,
+                    &format!("{adjective}{side}"),
+                    &format!("{adjective}{side}s")
+                ),
+                gk.endpoint
+            )
+        };
+        let peer_who = f.peer_pid.map(|p| ctx.who(Some(p)));
+        let oldest = oldest_phrase(&f);
+        let reap = match fin_timeout {
+            Some(t) => format!("within {t} s (net.ipv4.tcp_fin_timeout)"),
+            None => "after net.ipv4.tcp_fin_timeout (60 s by default)".to_string(),
+        };
+        let peer_fault = match &peer_who {
+            Some(w) => format!(
+                "The fault is with its peer {w}: it received the FIN and never called close() \
+                 (its sockets are in CLOSE_WAIT; see its close_wait_leak finding). "
+            ),
+            None if g.peers.total() > 0 => "The other ends are on this host in CLOSE_WAIT, \
+                 held by a process sockleak could not see: that side is at fault. "
+                .to_string(),
+            None => format!(
+                "The application at {} received the FIN and has not closed its end: look \
+                 there (it shows these connections in CLOSE_WAIT). ",
+                match gk.role {
+                    Role::Server => "the client end".to_string(),
+                    Role::Client => gk.endpoint.to_string(),
+                }
+            ),
+        };
+        if orphan {
+            let peer = match &peer_who {
+                Some(w) => format!("; their peer {w} never closed its end"),
+                None => String::new(),
+            };
+            let (wait, them) = if g.count == 1 {
+                ("waits", "it")
+            } else {
+                ("wait", "them")
+            };
+            f.summary = format!(
+                "{} {wait} in FIN_WAIT2 with no process holding {them}{oldest}; the kernel \
+                 drops {them} {reap}{peer}.",
+                capitalize(&conns("orphaned "))
+            );
+            f.advice = format!(
+                "This side already closed these sockets; the kernel keeps them while it waits \
+                 for the peer's FIN and gives up {reap}. They cost little. {peer_fault}"
+            )
+            .trim_end()
+            .to_string();
+        } else {
+            let who = ctx.subject(pid);
+            let peer = match &peer_who {
+                Some(w) => format!("its peer {w} never closed its own"),
+                None => "the peer never closed its own".to_string(),
+            };
+            f.summary = format!(
+                "{who} has {} stuck in FIN_WAIT2{oldest}: it closed its side and {peer}.",
+                conns("")
+            );
+            f.advice = format!(
+                "{unseen}It shut down its sending side and keeps the socket open while it \
+                 waits for the peer's FIN; an owned FIN_WAIT2 socket does not time out \
+                 (tcp_fin_timeout only applies after close()). {peer_fault}On this side, \
+                 close() the socket after a timeout once shutdown() is done, or enable TCP \
+                 keepalive so a vanished peer is noticed.",
+                unseen = unseen_owner(owner)
+            );
+        }
+        out.push(f);
+    }
+}
+
+/// time_wait_pressure: TIME_WAIT of outgoing connections per (namespace,
+/// local address, remote ip:port) against the namespace's usable ephemeral
+/// ports, since Linux needs a distinct local port per destination.
+///
+/// - Only TIME_WAIT whose local port is not a listener's (a server's TIME_WAIT
+///   uses its listening port, not an ephemeral one) and, when the range is
+///   known, lies in `ip_local_port_range`.
+/// - warning ≥ `time_wait_warn`, critical ≥ `time_wait_crit`; below that an
+///   info finding only from `time_wait_info_min_count` sockets and
+///   `time_wait_info_min_ratio` of the ports. Without a known port range:
+///   info from `time_wait_info_min_count`. Never called a leak.
+fn time_wait_pressure(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    let mut groups: BTreeMap<(NetnsId, IpAddr, Endpoint), u64> = BTreeMap::new();
+    for s in ctx.sockets.iter().filter(|s| s.state == TcpState::TimeWait) {
+        if ctx.listeners.listener_for(s.netns, s.local).is_some() {
+            continue;
+        }
+        let range = ctx.namespace(s.netns).and_then(|n| n.ip_local_port_range);
+        if range.is_some_and(|r| !r.contains(s.local.port)) {
+            continue;
+        }
+        let key = (s.netns, s.local.normalized().ip, s.remote.normalized());
+        *groups.entry(key).or_insert(0) += 1;
+    }
+    let cfg = ctx.cfg;
+    for ((netns, lip, remote), count) in groups {
+        let usable = ctx
+            .namespace(netns)
+            .and_then(Namespace::usable_ephemeral_ports);
+        let r = usable.and_then(|u| ratio(count, u64::from(u)));
+        let severity = match r {
+            Some(r) if r >= cfg.time_wait_crit => Severity::Critical,
+            Some(r) if r >= cfg.time_wait_warn => Severity::Warning,
+            Some(r)
+                if count >= cfg.time_wait_info_min_count && r >= cfg.time_wait_info_min_ratio =>
+            {
+                Severity::Info
+            }
+            None if count >= cfg.time_wait_info_min_count => Severity::Info,
+            _ => continue,
+        };
+        let mut f = Finding::new(FindingKind::TimeWaitPressure, severity);
+        f.netns = Some(netns);
+        f.role = Some(Role::Client);
+        f.local_ip = Some(lip);
+        f.remote = Some(remote);
+        f.count = count;
+        f.usable_ports = usable;
+        f.ratio = r;
+        let conns = format!(
+            "{} from {} to {remote}{}",
+            plural(count, "connection", "connections"),
+            Endpoint::new(lip, 0).to_string().trim_end_matches(":0"),
+            ctx.netns_phrase(netns)
+        );
+        let are = if count == 1 { "is" } else { "are" };
+        f.summary = match (r, usable) {
+            (Some(r), Some(u)) => {
+                let verdict = if r >= 1.0 {
+                    "exhausted"
+                } else if r >= cfg.time_wait_crit {
+                    "nearly exhausted"
+                } else if r >= cfg.time_wait_warn {
+                    "at risk"
+                } else {
+                    "fine for now"
+                };
+                format!(
+                    "{} {are} in TIME_WAIT: {}% of the {u} usable ephemeral ports for that \
+                     destination, {verdict}.",
+                    capitalize(&conns),
+                    percent(r)
+                )
+            }
+            _ => format!(
+                "{} {are} in TIME_WAIT; the namespace's usable port range is unknown, so the \
+                 risk of running out cannot be judged.",
+                capitalize(&conns)
+            ),
+        };
+        f.advice = "This is not a leak: the side that closes first keeps TIME_WAIT for 60 s to \
+             protect later connections, and each one holds a local port toward this \
+             destination. If the ports run out, connect() fails with EADDRNOTAVAIL. \
+             Remedies, in order: reuse connections (keep-alive, a connection pool); widen \
+             net.ipv4.ip_local_port_range; let the server close first (for example \
+             Connection: close sent by the server) so TIME_WAIT lands on its side; \
+             SO_REUSEADDR for sockets that bind a fixed port (net.ipv4.tcp_tw_reuse for \
+             outgoing ones); and only as a last resort SO_LINGER 0 resets, which give up \
+             TCP's delivery guarantees."
+            .to_string();
+        out.push(f);
+    }
+}
+
+/// accept_queue_overflow: a LISTEN socket whose accept queue (Recv-Q) has
+/// reached its backlog (Send-Q, > 0): the owner stopped calling accept().
+/// Always critical; listeners of one owner on one endpoint (SO_REUSEPORT)
+/// are summed. `count` is the number of connections waiting.
+fn accept_queue_overflows(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    /// Waiting connections, backlogs and other holders of one listening
+    /// endpoint of one owner.
+    #[derive(Default)]
+    struct Queue {
+        queued: u64,
+        backlog: u64,
+        holders: HashMap<u32, (bool, u64)>,
+    }
+    let mut groups: BTreeMap<(OwnerKey, NetnsId, Endpoint), Queue> = BTreeMap::new();
+    for s in ctx.sockets.iter().filter(|s| s.state == TcpState::Listen) {
+        if s.send_q == 0 || s.recv_q < s.send_q {
+            continue;
+        }
+        let owner = OwnerKey::of(ctx, s);
+        let g = groups
+            .entry((owner, s.netns, s.local.normalized()))
+            .or_default();
+        g.queued += u64::from(s.recv_q);
+        g.backlog += u64::from(s.send_q);
+        blame::tally_holders(&mut g.holders, s, owner.pid());
+    }
+    for ((owner, netns, local), q) in groups {
+        let Queue {
+            queued,
+            backlog,
+            holders,
+        } = q;
+        let pid = owner.pid();
+        let proc_ = pid.and_then(|p| ctx.procs.get(p));
+        let ns = ctx.namespace(netns);
+        let mut f = Finding::new(FindingKind::AcceptQueueOverflow, Severity::Critical);
+        f.pid = pid;
+        f.orphan = owner == OwnerKey::Orphan;
+        f.set_process(proc_);
+        f.netns = Some(netns);
+        f.role = Some(Role::Server);
+        f.local = Some(local);
+        f.count = queued;
+        f.backlog = Some(u32::try_from(backlog).unwrap_or(u32::MAX));
+        f.listen_overflows = ns.and_then(|n| n.counters.listen_overflows);
+        f.also_held_by = blame::holders_from_tally(holders, &ctx.procs);
+        f.summary = format!(
+            "{} has stopped accepting connections on {local}: its accept queue is full \
+             ({queued} waiting, backlog {backlog}).",
+            ctx.subject(pid)
+        );
+        let overflows = match f.listen_overflows {
+            Some(n) => format!(" (ListenOverflows: {n} since boot in this namespace)"),
+            None => String::new(),
+        };
+        let somaxconn = match ns.and_then(|n| n.somaxconn) {
+            Some(m) => format!(", net.core.somaxconn = {m}"),
+            None => ", net.core.somaxconn".to_string(),
+        };
+        f.advice = format!(
+            "The kernel completes handshakes but {name} does not call accept(), so new \
+             connections are dropped or time out{overflows}. It is hung, blocked or \
+             overloaded: look at what its accepting thread is doing (jstack, py-spy dump, \
+             gdb, /proc/PID/stack). A larger backlog (the listen() argument{somaxconn}) only \
+             absorbs bursts.",
+            name = ctx.name(pid)
+        );
+        out.push(f);
+    }
+}
+
+/// fd_exhaustion (open fds / soft limit ≥ `fd_warn`, critical ≥ `fd_crit`)
+/// and closed_but_held (≥ 1 socket fd in no TCP table: warning).
+fn process_rules(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    for p in &ctx.snap.processes {
+        if let (Some(r), Some(n), Some(l)) = (p.fd_use_ratio(), p.fd_count, p.fd_limit) {
+            if r >= ctx.cfg.fd_warn {
+                let sev = if r >= ctx.cfg.fd_crit {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                };
+                out.push(fd_exhaustion(ctx, p, n, l, r, sev));
+            }
+        }
+        if let Some(n) = p.closed_but_held.filter(|n| *n > 0) {
+            let mut f = Finding::new(FindingKind::ClosedButHeld, Severity::Warning);
+            f.pid = Some(p.pid);
+            f.set_process(Some(p));
+            f.netns = (p.netns != 0).then_some(p.netns);
+            f.count = u64::from(n);
+            f.summary = format!(
+                "{} holds {} whose connection is already gone (reset or aborted) without \
+                 closing {}.",
+                ctx.subject(Some(p.pid)),
+                plural(u64::from(n), "socket", "sockets"),
+                if n == 1 { "it" } else { "them" }
+            );
+            f.advice = format!(
+                "The kernel has no TCP state for these sockets any more, yet each still takes \
+                 one of {name}'s file descriptors until it calls close(): typically an error \
+                 path (ECONNRESET, EPIPE, ETIMEDOUT) that returns without closing, or \
+                 connections killed with ss -K. {ctx_}Close the socket on every error path.",
+                name = p.comm,
+                ctx_ = fd_context(Some(p), u64::from(n)),
+            );
+            out.push(f);
+        }
+    }
+}
+
+fn fd_exhaustion(ctx: &Ctx<'_>, p: &Process, n: u32, limit: u64, r: f64, sev: Severity) -> Finding {
+    let mut f = Finding::new(FindingKind::FdExhaustion, sev);
+    f.pid = Some(p.pid);
+    f.set_process(Some(p));
+    f.netns = (p.netns != 0).then_some(p.netns);
+    f.count = u64::from(n);
+    f.limit = Some(limit);
+    f.ratio = Some(r);
+    let breakdown = p.fds.map(|k| {
+        let parts: Vec<String> = [
+            (k.socket, "socket", "sockets"),
+            (k.pipe, "pipe", "pipes"),
+            (k.file, "file", "files"),
+            (k.anon, "anon inode", "anon inodes"),
+            (k.other, "other", "other"),
+        ]
+        .iter()
+        .filter(|(c, _, _)| *c > 0)
+        .map(|(c, one, many)| plural(u64::from(*c), one, many))
+        .collect();
+        parts.join(", ")
+    });
+    f.summary = match breakdown.filter(|b| !b.is_empty()) {
+        Some(b) => format!(
+            "{} has {n} of its {limit} allowed file descriptors open ({}%): {b}.",
+            ctx.subject(Some(p.pid)),
+            percent(r)
+        ),
+        None => format!(
+            "{} has {n} of its {limit} allowed file descriptors open ({}%).",
+            ctx.subject(Some(p.pid)),
+            percent(r)
+        ),
+    };
+    // Point at the kind that dominates: that is where the leak usually is.
+    let largest = p.fds.and_then(|k| {
+        [
+            (
+                k.socket,
+                "sockets: look at its CLOSE_WAIT and closed-but-held findings",
+            ),
+            (
+                k.pipe,
+                "pipes: child processes or pipes created per request and never closed",
+            ),
+            (k.file, "files opened and never closed"),
+            (
+                k.anon,
+                "eventfds, epoll or timer fds created per task and never closed",
+            ),
+            (k.other, "other descriptors"),
+        ]
+        .into_iter()
+        .filter(|(c, _)| *c > 0)
+        .max_by_key(|(c, _)| *c)
+        .map(|(_, hint)| hint)
+    });
+    let find = match largest {
+        Some(h) => format!("Most of them are {h}. "),
+        None => String::new(),
+    };
+    f.advice = format!(
+        "At the limit every socket(), accept(), open() and pipe() in {name} fails with EMFILE \
+         (\"Too many open files\") and it typically stops serving. {find}Raising the soft \
+         limit (ulimit -n, systemd LimitNOFILE=) only buys time if something leaks.",
+        name = p.comm
+    );
+    f
+}
+
+/// orphan_pressure (host-wide: the orphan count and net.ipv4.tcp_max_orphans
+/// are global, so it is judged once, from sockleak's own namespace when
+/// known) and time_wait_buckets (per namespace: net.ipv4.tcp_max_tw_buckets).
+/// Both: warning ≥ 0.8 of the limit, critical ≥ 0.95 (configurable).
+fn namespace_rules(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    let cfg = ctx.cfg;
+    let level = |r: f64, warn: f64, crit: f64| {
+        if r >= crit {
+            Some(Severity::Critical)
+        } else if r >= warn {
+            Some(Severity::Warning)
+        } else {
+            None
+        }
+    };
+    let orphans = ctx
+        .snap
+        .namespaces
+        .iter()
+        .filter_map(|n| Some((n, n.sockstat?.tcp_orphan, n.tcp_max_orphans?)))
+        .min_by_key(|(n, _, _)| !n.is_own);
+    if let Some((_, count, max)) = orphans {
+        if let Some((r, sev)) = ratio(count, max)
+            .and_then(|r| level(r, cfg.orphan_warn, cfg.orphan_crit).map(|s| (r, s)))
+        {
+            let mut f = Finding::new(FindingKind::OrphanPressure, sev);
+            f.count = count;
+            f.limit = Some(max);
+            f.ratio = Some(r);
+            f.summary = format!(
+                "The host has {}, {}% of net.ipv4.tcp_max_orphans ({max}): beyond it the \
+                 kernel resets connections instead of closing them gracefully.",
+                plural(count, "orphaned TCP socket", "orphaned TCP sockets"),
+                percent(r)
+            );
+            f.advice = "Orphans are sockets their process has closed while the kernel still \
+                 finishes the close (FIN_WAIT1, FIN_WAIT2, CLOSING, LAST_ACK). Many of them \
+                 mean peers that do not acknowledge or do not close, or a slow network: look \
+                 at the fin_wait2_stuck findings, lower net.ipv4.tcp_fin_timeout, or raise \
+                 net.ipv4.tcp_max_orphans if memory allows (each orphan can take up to about \
+                 64 KB)."
+                .to_string();
+            out.push(f);
+        }
+    }
+    for n in &ctx.snap.namespaces {
+        let (Some(st), Some(max)) = (n.sockstat, n.tcp_max_tw_buckets) else {
+            continue;
+        };
+        let Some((r, sev)) = ratio(st.tcp_tw, max)
+            .and_then(|r| level(r, cfg.tw_bucket_warn, cfg.tw_bucket_crit).map(|s| (r, s)))
+        else {
+            continue;
+        };
+        let mut f = Finding::new(FindingKind::TimeWaitBuckets, sev);
+        f.netns = Some(n.id);
+        f.count = st.tcp_tw;
+        f.limit = Some(max);
+        f.ratio = Some(r);
+        let where_ = match ctx.netns_phrase(n.id) {
+            s if s.is_empty() => "This host".to_string(),
+            s => format!(
+                "Network namespace{}",
+                s.trim_start_matches(" in network namespace")
+            ),
+        };
+        f.summary = format!(
+            "{where_} has {}, {}% of net.ipv4.tcp_max_tw_buckets ({max}): beyond it the kernel \
+             skips TIME_WAIT for closing connections.",
+            plural(st.tcp_tw, "TIME_WAIT socket", "TIME_WAIT sockets"),
+            percent(r)
+        );
+        f.advice = "When the table is full the kernel logs \"time wait bucket table overflow\" \
+             and closes connections without TIME_WAIT, so delayed segments of an old \
+             connection can corrupt a new one on the same ports. Fewer short-lived \
+             connections fix it: keep-alive and connection pools; let servers close first \
+             only where clients cannot reuse connections. Raise net.ipv4.tcp_max_tw_buckets \
+             if memory allows."
+            .to_string();
+        out.push(f);
+    }
+}

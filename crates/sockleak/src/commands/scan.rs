@@ -1,0 +1,125 @@
+//! `sockleak scan`: one snapshot of the host, its findings and inventory.
+
+use crate::cli::{FailOn, ScanArgs};
+use crate::exit;
+use crate::output::{self, style::Style};
+use anyhow::{bail, Result};
+use sockleak_collect::scan::{scan, ScanOptions};
+use sockleak_model::findings::{diagnose, DiagnoseConfig, Finding, Severity};
+use sockleak_model::{PartialKind, Snapshot};
+use std::collections::HashMap;
+use std::io::Write;
+
+pub fn run(args: &ScanArgs, style: Style) -> Result<u8> {
+    let filter = args.filter.to_filter()?;
+    if !(0.0..=1.0).contains(&args.time_wait_warn)
+        || !(0.0..=1.0).contains(&args.time_wait_crit)
+        || args.time_wait_warn > args.time_wait_crit
+    {
+        bail!("--time-wait-warn and --time-wait-crit must be ratios with warn <= crit <= 1");
+    }
+    let mut opts = ScanOptions {
+        filter,
+        ..ScanOptions::default()
+    };
+    if let Some(t) = args.threads {
+        opts.threads = t.max(1);
+    }
+    let snap = scan(&opts);
+    if !snap.namespaces.iter().any(|n| n.scanned) {
+        report_partial(&snap);
+        bail!("no network namespace could be scanned (see the notes above)");
+    }
+    let cfg = DiagnoseConfig {
+        min_age_s: args.min_age,
+        time_wait_warn: args.time_wait_warn,
+        time_wait_crit: args.time_wait_crit,
+        ..DiagnoseConfig::default()
+    };
+    let findings = diagnose(&snap, snap.taken_at_ms, &cfg);
+    report_partial(&snap);
+
+    if args.json {
+        let stdout = std::io::stdout();
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        let res = output::json::write(&mut w, &snap, &findings)
+            .and_then(|_| w.flush().map_err(serde_json::Error::io));
+        match res {
+            Err(e) if e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe) => {
+                return Ok(exit::OK)
+            }
+            Err(e) => return Err(e.into()),
+            Ok(()) => {}
+        }
+    } else if args.sockets {
+        exit::write_stdout(output::sockets::render(&snap, style).as_bytes())?;
+    } else {
+        let users = read_users();
+        let mut text = output::findings::render(&snap, &findings, style);
+        text.push_str(&output::inventory::render(
+            &snap,
+            &output::inventory::InventoryOptions {
+                style,
+                wide: args.wide,
+                users: &users,
+            },
+        ));
+        exit::write_stdout(text.as_bytes())?;
+    }
+    Ok(verdict(&findings, args.fail_on))
+}
+
+/// Exit 1 when a finding reaches `--fail-on`.
+pub fn verdict(findings: &[Finding], fail_on: FailOn) -> u8 {
+    let threshold = match fail_on {
+        FailOn::Info => Severity::Info,
+        FailOn::Warning => Severity::Warning,
+        FailOn::Critical => Severity::Critical,
+        FailOn::Never => return exit::OK,
+    };
+    if findings.iter().any(|f| f.severity >= threshold) {
+        exit::FINDINGS
+    } else {
+        exit::OK
+    }
+}
+
+/// Says once on stderr what could not be seen and what would fix it.
+/// Vanished processes are normal churn and only counted.
+fn report_partial(snap: &Snapshot) {
+    let mut err = std::io::stderr().lock();
+    for n in &snap.partial {
+        let prefix = if n.kind == PartialKind::Vanished {
+            "note"
+        } else {
+            "partial"
+        };
+        let count = if n.count > 1 {
+            format!(" ({}x)", n.count)
+        } else {
+            String::new()
+        };
+        let fix = n
+            .fix
+            .as_ref()
+            .map_or(String::new(), |f| format!("; fix: {f}"));
+        let _ = writeln!(
+            err,
+            "sockleak: {prefix}: {}{count}: {}{fix}",
+            n.what, n.reason
+        );
+    }
+}
+
+/// uid → user name from /etc/passwd, as `ps` shows; empty when unreadable.
+fn read_users() -> HashMap<u32, String> {
+    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let uid = f.nth(1)?.parse().ok()?;
+            Some((uid, name.to_string()))
+        })
+        .collect()
+}

@@ -1,0 +1,80 @@
+//! Findings for people: most severe first, each a short paragraph in plain
+//! words with the advice and the `sockleak explain` topic.
+
+use super::style::Style;
+use sockleak_model::findings::{Finding, Severity};
+use sockleak_model::Snapshot;
+use std::fmt::Write;
+
+/// Width of the wrapped paragraphs (the tables fit in 100 columns too).
+const WIDTH: usize = 96;
+
+/// Renders the findings (already sorted by the engine); empty when none.
+pub fn render(_snap: &Snapshot, findings: &[Finding], st: Style) -> String {
+    let mut out = String::new();
+    if findings.is_empty() {
+        return out;
+    }
+    for f in findings {
+        let sev = match f.severity {
+            Severity::Critical => st.red("CRITICAL"),
+            Severity::Warning => st.yellow("WARNING"),
+            Severity::Info => st.cyan("INFO"),
+        };
+        let _ = writeln!(out, "{sev} {}", st.bold(f.kind.as_str()));
+        wrap_into(&mut out, &f.summary, "  ");
+        if !f.advice.is_empty() {
+            wrap_into(&mut out, &f.advice, "  ");
+        }
+        let _ = writeln!(
+            out,
+            "  {}",
+            st.dim(&format!("More: sockleak explain {}", f.explain))
+        );
+        out.push('\n');
+    }
+    let n = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
+    let _ = writeln!(
+        out,
+        "{} finding(s): {} critical, {} warning, {} info\n",
+        findings.len(),
+        n(Severity::Critical),
+        n(Severity::Warning),
+        n(Severity::Info)
+    );
+    out
+}
+
+/// Word-wraps `text` at [`WIDTH`] columns with `indent`.
+fn wrap_into(out: &mut String, text: &str, indent: &str) {
+    let mut line = String::from(indent);
+    for word in text.split_whitespace() {
+        if line.len() > indent.len() && line.chars().count() + 1 + word.chars().count() > WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from(indent);
+        }
+        if line.len() > indent.len() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if line.len() > indent.len() {
+        out.push_str(&line);
+        out.push('\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wraps_within_width() {
+        let mut out = String::new();
+        let text = "word ".repeat(100);
+        wrap_into(&mut out, &text, "  ");
+        assert!(out.lines().all(|l| l.chars().count() <= WIDTH));
+        assert_eq!(out.split_whitespace().count(), 100);
+    }
+}

@@ -1,0 +1,118 @@
+//! `scan --sockets`: one line per socket, like `ss -tanp`, plus owners with
+//! fds and comm, namespace and cookie.
+
+use super::netns_label;
+use super::style::Style;
+use sockleak_model::{Snapshot, TcpState};
+use std::collections::HashMap;
+use std::fmt::Write;
+
+/// Renders every socket of the snapshot.
+pub fn render(snap: &Snapshot, st: Style) -> String {
+    let comm: HashMap<u32, &str> = snap
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.comm.as_str()))
+        .collect();
+    let rows: Vec<[String; 7]> = snap
+        .sockets
+        .iter()
+        .map(|s| {
+            let users = if s.owners.is_empty() {
+                if s.inode == 0 {
+                    String::new()
+                } else {
+                    "owner-unknown".to_string()
+                }
+            } else {
+                let parts: Vec<String> = s
+                    .owners
+                    .iter()
+                    .map(|o| {
+                        format!(
+                            "(\"{}\",pid={},fd={}{})",
+                            comm.get(&o.pid).copied().unwrap_or("?"),
+                            o.pid,
+                            o.fd,
+                            if o.inherited { ",inherited" } else { "" }
+                        )
+                    })
+                    .collect();
+                format!("users:({})", parts.join(","))
+            };
+            [
+                s.state.ss_name().to_string(),
+                s.recv_q.to_string(),
+                s.send_q.to_string(),
+                s.local.to_string(),
+                s.remote.to_string(),
+                format!("{}/{}", netns_label(snap, s.netns), s.cookie.0),
+                users,
+            ]
+        })
+        .collect();
+    let header = [
+        "State",
+        "Recv-Q",
+        "Send-Q",
+        "Local Address:Port",
+        "Peer Address:Port",
+        "Netns/Cookie",
+        "Process",
+    ];
+    let mut w = [0usize; 6];
+    for (i, h) in header.iter().take(6).enumerate() {
+        w[i] = h.len();
+    }
+    for r in &rows {
+        for i in 0..6 {
+            w[i] = w[i].max(r[i].chars().count());
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}",
+        st.bold(&format!(
+            "{:<w0$} {:>w1$} {:>w2$} {:<w3$} {:<w4$} {:<w5$} {}",
+            header[0],
+            header[1],
+            header[2],
+            header[3],
+            header[4],
+            header[5],
+            header[6],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4],
+            w5 = w[5]
+        ))
+    );
+    for (r, s) in rows.iter().zip(&snap.sockets) {
+        let state = format!("{:<w0$}", r[0], w0 = w[0]);
+        let state = if s.state == TcpState::CloseWait {
+            st.red(&state)
+        } else {
+            state
+        };
+        let _ = writeln!(
+            out,
+            "{} {:>w1$} {:>w2$} {:<w3$} {:<w4$} {:<w5$} {}",
+            state,
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4],
+            w5 = w[5]
+        );
+    }
+    out
+}

@@ -1,0 +1,91 @@
+//! The command-line surface: help snapshot, exit codes, quiet broken pipe,
+//! schema-valid JSON.
+
+use crate::support::*;
+use std::process::Stdio;
+
+/// Compares with a committed snapshot; `UPDATE_SNAPSHOTS=1` rewrites it.
+fn snapshot(name: &str, actual: &str) {
+    let path = repo_root()
+        .join("crates/sockleak/tests/it/snapshots")
+        .join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).expect("write snapshot");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e} (run with UPDATE_SNAPSHOTS=1)", path.display()));
+    assert_eq!(
+        expected, actual,
+        "{name} changed; if intended, rerun with UPDATE_SNAPSHOTS=1 and review the diff"
+    );
+}
+
+#[test]
+fn help_texts_match_snapshots() {
+    for (name, args) in [
+        ("help.txt", vec!["--help"]),
+        ("scan-help.txt", vec!["scan", "--help"]),
+    ] {
+        let (code, out, _) = run(&args);
+        assert_eq!(code, 0);
+        snapshot(name, &out);
+    }
+}
+
+#[test]
+fn exit_codes() {
+    let (code, _, err) = run(&["scan", "--state", "bogus"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--state \"bogus\""), "{err}");
+    let (code, _, _) = run(&["no-such-command"]);
+    assert_eq!(code, 2);
+    let (code, _, err) = run(&["explain", "no-such-topic"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown topic"), "{err}");
+    let (code, out, _) = run(&["explain"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("close-wait"));
+    let (code, _, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn closed_pipe_exits_quietly_with_zero() {
+    for args in [
+        vec!["scan", "--fail-on", "never"],
+        vec!["scan", "--json", "--fail-on", "never"],
+        vec!["scan", "--sockets", "--fail-on", "never"],
+    ] {
+        let mut child = sockleak()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Close the read end before sockleak writes: its write gets EPIPE.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("Broken pipe") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn json_of_this_host_validates() {
+    let doc = scan_json(&[]);
+    assert_eq!(doc["schema"], "sockleak.scan/v1");
+    assert!(!doc["host"]["namespaces"].as_array().expect("ns").is_empty());
+    // This test process is on the host and was read, with its fds.
+    let me = std::process::id();
+    let procs = doc["processes"].as_array().expect("processes");
+    let mine = procs
+        .iter()
+        .find(|p| p["pid"] == me)
+        .expect("the test process is listed");
+    assert!(mine["fd_count"].as_u64().unwrap_or(0) >= 3);
+}
