@@ -54,9 +54,13 @@ struct NsDump {
     notes: Vec<PartialNote>,
 }
 
-/// Scans the host. Never fails as a whole: what could not be read is in
-/// `Snapshot::partial`. The caller decides whether an empty result is an error.
-pub fn scan(opts: &ScanOptions) -> Snapshot {
+/// Scans the host without the post-collection filters: the kernel state
+/// filter, `--netns` and the `--pid` restriction of the fd walk apply, but
+/// every dumped socket (LISTEN always) and every walked process is kept, so a
+/// diagnosis can see peers and listeners outside the user's view. Apply
+/// [`Filter::apply`] afterwards. Never fails as a whole: what could not be
+/// read is in `Snapshot::partial`.
+pub fn scan_unfiltered(opts: &ScanOptions) -> Snapshot {
     let taken_at_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -107,11 +111,12 @@ pub fn scan(opts: &ScanOptions) -> Snapshot {
         snap.namespaces.push(d.ns);
         sockets.extend(d.sockets);
     }
+    inherit_host_globals(&mut snap.namespaces);
     merge_notes(&mut snap.partial, procs.notes);
     let mut processes = procs.processes;
     let mut socket_fds = procs.socket_fds;
 
-    let unmatched = attach_owners(&mut sockets, &mut socket_fds, &processes);
+    let unmatched = attach_owners(&mut sockets, &mut socket_fds);
     mark_inherited(&mut sockets, &processes);
     if opts.filter.states.is_all() {
         count_closed_but_held(
@@ -129,11 +134,32 @@ pub fn scan(opts: &ScanOptions) -> Snapshot {
         .filter(|s| s.state == TcpState::Listen)
         .map(|s| (s.netns, s.local))
         .collect();
-    apply_filter(&opts.filter, &mut sockets, &mut processes);
     processes.sort_by_key(|p| p.pid);
     snap.sockets = sockets;
     snap.processes = processes;
     snap
+}
+
+/// Scans the host and keeps only what the filter asks for.
+pub fn scan(opts: &ScanOptions) -> Snapshot {
+    let mut snap = scan_unfiltered(opts);
+    opts.filter.apply(&mut snap);
+    snap
+}
+
+/// `net.ipv4.tcp_max_orphans` is host-global: its file exists only in the
+/// initial namespace, so the others take the value sockleak's own namespace
+/// reported (when sockleak runs in the initial one).
+fn inherit_host_globals(namespaces: &mut [Namespace]) {
+    let host = namespaces
+        .iter()
+        .find(|n| n.is_own)
+        .and_then(|n| n.tcp_max_orphans);
+    for n in namespaces.iter_mut() {
+        if n.tcp_max_orphans.is_none() {
+            n.tcp_max_orphans = host;
+        }
+    }
 }
 
 /// Keeps the namespaces `--netns` asked for; names and ids that match
@@ -264,7 +290,6 @@ fn dump_namespace(entry: &NsEntry, req: &DumpRequest) -> NsDump {
 fn attach_owners(
     sockets: &mut [Socket],
     socket_fds: &mut [SocketFd],
-    _processes: &[Process],
 ) -> Vec<SocketFd> {
     socket_fds.sort_unstable_by_key(|s| (s.inode, s.pid, s.fd));
     let mut matched = vec![false; socket_fds.len()];
@@ -373,27 +398,5 @@ fn count_closed_but_held(
         if p.fds.is_some() && scanned_ns.contains(&p.netns) {
             p.closed_but_held = Some(counts.get(&p.pid).copied().unwrap_or(0));
         }
-    }
-}
-
-/// Drops what the filter does not ask for. Socket-level filters also narrow
-/// the process list to the owners of what is shown.
-fn apply_filter(filter: &Filter, sockets: &mut Vec<Socket>, processes: &mut Vec<Process>) {
-    if filter.selects_processes() {
-        processes.retain(|p| filter.matches_process(p));
-        let keep: HashSet<u32> = processes.iter().map(|p| p.pid).collect();
-        sockets.retain(|s| s.owners.iter().any(|o| keep.contains(&o.pid)));
-    }
-    sockets.retain(|s| filter.matches_socket(s));
-    let socket_level = !filter.states.is_all()
-        || !filter.ports.is_empty()
-        || !filter.remotes.is_empty()
-        || !filter.netns.is_empty();
-    if socket_level {
-        let owners: HashSet<u32> = sockets
-            .iter()
-            .flat_map(|s| s.owners.iter().map(|o| o.pid))
-            .collect();
-        processes.retain(|p| owners.contains(&p.pid));
     }
 }

@@ -1,7 +1,10 @@
 //! Scan filters: which sockets and processes a user asked about.
 
+use crate::findings::Finding;
 use crate::process::Process;
-use crate::socket::{Socket, TcpState};
+use crate::snapshot::Snapshot;
+use crate::socket::{Endpoint, Socket, TcpState};
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 /// A set of TCP states, as the kernel's `idiag_states` bit mask.
@@ -190,6 +193,82 @@ impl Filter {
                     && r.port.is_none_or(|p| p == remote.port)
             }) {
                 return false;
+            }
+        }
+        true
+    }
+}
+
+impl Filter {
+    /// Filters below the process level: states, ports, remote, namespace.
+    pub fn selects_sockets(&self) -> bool {
+        !self.states.is_all()
+            || !self.ports.is_empty()
+            || !self.remotes.is_empty()
+            || !self.netns.is_empty()
+    }
+
+    /// Drops from the snapshot what the filter does not ask for. Socket-level
+    /// filters also narrow the process list to the owners of what is shown.
+    /// Listening endpoints stay in `snap.listeners` for grouping.
+    pub fn apply(&self, snap: &mut Snapshot) {
+        for s in &snap.sockets {
+            if s.state == TcpState::Listen && !snap.listeners.contains(&(s.netns, s.local)) {
+                snap.listeners.push((s.netns, s.local));
+            }
+        }
+        if self.selects_processes() {
+            snap.processes.retain(|p| self.matches_process(p));
+            let keep: HashSet<u32> = snap.processes.iter().map(|p| p.pid).collect();
+            snap.sockets
+                .retain(|s| s.owners.iter().any(|o| keep.contains(&o.pid)));
+        }
+        snap.sockets.retain(|s| self.matches_socket(s));
+        if self.selects_sockets() {
+            let owners: HashSet<u32> = snap
+                .sockets
+                .iter()
+                .flat_map(|s| s.owners.iter().map(|o| o.pid))
+                .collect();
+            snap.processes.retain(|p| owners.contains(&p.pid));
+        }
+        snap.filtered = self.is_restricted();
+    }
+
+    /// Whether a finding concerns what the user asked about: its process is
+    /// among `kept_pids` (when processes or sockets were selected) and its
+    /// endpoints match the port/remote filters. Host-level findings (no pid)
+    /// stay unless processes were selected.
+    pub fn matches_finding(&self, f: &Finding, kept_pids: &HashSet<u32>) -> bool {
+        match f.pid {
+            Some(pid) => {
+                if (self.selects_processes() || self.selects_sockets()) && !kept_pids.contains(&pid)
+                {
+                    return false;
+                }
+            }
+            None => {
+                if self.selects_processes() {
+                    return false;
+                }
+            }
+        }
+        let eps: Vec<Endpoint> = f.local.iter().chain(f.remote.iter()).copied().collect();
+        if !self.ports.is_empty()
+            && !eps.is_empty()
+            && !eps.iter().any(|e| self.ports.contains(&e.port))
+        {
+            return false;
+        }
+        if !self.remotes.is_empty() {
+            if let Some(r) = f.remote {
+                let r = r.normalized();
+                if !self.remotes.iter().any(|m| {
+                    Endpoint::new(m.ip, 0).normalized().ip == r.ip
+                        && m.port.is_none_or(|p| p == r.port)
+                }) {
+                    return false;
+                }
             }
         }
         true

@@ -4,10 +4,10 @@ use crate::cli::{FailOn, ScanArgs};
 use crate::exit;
 use crate::output::{self, style::Style};
 use anyhow::{bail, Result};
-use sockleak_collect::scan::{scan, ScanOptions};
+use sockleak_collect::scan::{scan_unfiltered, ScanOptions};
 use sockleak_model::findings::{diagnose, DiagnoseConfig, Finding, Severity};
 use sockleak_model::{PartialKind, Snapshot};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 pub fn run(args: &ScanArgs, style: Style) -> Result<u8> {
@@ -25,7 +25,9 @@ pub fn run(args: &ScanArgs, style: Style) -> Result<u8> {
     if let Some(t) = args.threads {
         opts.threads = t.max(1);
     }
-    let snap = scan(&opts);
+    // Diagnose the whole collection (peers and listeners outside the user's
+    // view matter for blame), then narrow both to what was asked.
+    let mut snap = scan_unfiltered(&opts);
     if !snap.namespaces.iter().any(|n| n.scanned) {
         report_partial(&snap);
         bail!("no network namespace could be scanned (see the notes above)");
@@ -36,7 +38,10 @@ pub fn run(args: &ScanArgs, style: Style) -> Result<u8> {
         time_wait_crit: args.time_wait_crit,
         ..DiagnoseConfig::default()
     };
-    let findings = diagnose(&snap, snap.taken_at_ms, &cfg);
+    let mut findings = diagnose(&snap, snap.taken_at_ms, &cfg);
+    opts.filter.apply(&mut snap);
+    let kept: HashSet<u32> = snap.processes.iter().map(|p| p.pid).collect();
+    findings.retain(|f| opts.filter.matches_finding(f, &kept));
     report_partial(&snap);
 
     if args.json {

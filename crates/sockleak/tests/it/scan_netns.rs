@@ -37,6 +37,9 @@ fn scan_sees_sockets_inside_a_named_namespace() {
     assert_eq!(names[0]["name"], ns.name.as_str());
     assert_eq!(names[0]["scanned"], true);
     assert!(names[0]["ip_local_port_range"]["low"].as_u64().is_some());
+    // Host-global, reported for every namespace.
+    assert!(names[0]["tcp_max_orphans"].as_u64().is_some());
+    assert!(names[0]["sockstat"]["tcp_inuse"].as_u64().is_some());
 
     let inside: Vec<_> = doc["sockets"]
         .as_array()
