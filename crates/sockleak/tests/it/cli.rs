@@ -89,3 +89,38 @@ fn json_of_this_host_validates() {
         .expect("the test process is listed");
     assert!(mine["fd_count"].as_u64().unwrap_or(0) >= 3);
 }
+
+#[test]
+fn doctor_reports_each_capability_and_its_fix() {
+    let (code, out, _) = run(&["doctor"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("sock_diag"), "{out}");
+    if is_root() {
+        assert!(out.contains("ok   running as root"), "{out}");
+        assert!(out
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("other network namespaces")));
+    }
+    // Without privileges every gap comes with the fix.
+    if is_root()
+        && std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_ok()
+    {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_sockleak"))
+            .arg("doctor")
+            .output()
+            .expect("setpriv");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("MISS running as root"), "{text}");
+        let misses = text.lines().filter(|l| l.starts_with("MISS")).count();
+        let fixes = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("fix:"))
+            .count();
+        assert!(misses >= 2 && fixes == misses, "{text}");
+    }
+}

@@ -5,4 +5,5 @@
 mod cli;
 mod scan_netns;
 mod scan_population;
+mod scan_robustness;
 mod support;

@@ -1,0 +1,80 @@
+//! Robustness: processes and sockets vanishing mid-scan, and a run without
+//! privileges, give valid, labelled results and never a crash.
+
+use crate::support::*;
+use std::process::Command;
+
+#[test]
+fn scans_during_process_and_socket_churn_stay_valid() {
+    let script = repo_root().join("tools/peers/churn.py");
+    let peer = Peer::start(&["python3", script.to_str().expect("path"), "--seconds", "4"]);
+    let port = peer.info["port"].as_u64().expect("port");
+    let mut saw_churn = false;
+    for _ in 0..6 {
+        // scan_json asserts exit 0 and validates the document.
+        let doc = scan_json(&[]);
+        let on_port = sockets_on_ports(&doc, &[port]);
+        saw_churn |= !on_port.is_empty();
+        // Every owner named by a socket is a process of the document or was
+        // dropped because it vanished: never an invented pid.
+        let pids: std::collections::HashSet<u64> = doc["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .filter_map(|p| p["pid"].as_u64())
+            .collect();
+        for s in doc["sockets"].as_array().expect("sockets") {
+            for (pid, _) in owners(s) {
+                assert!(
+                    pids.contains(&pid),
+                    "owner {pid} is not among the processes"
+                );
+            }
+        }
+    }
+    assert!(saw_churn, "the churn peer's sockets were never seen");
+}
+
+#[test]
+fn unprivileged_run_dumps_own_namespace_and_says_what_it_missed() {
+    if !require_root(
+        "unprivileged_run_dumps_own_namespace_and_says_what_it_missed",
+        "drops to uid 65534 with setpriv",
+    ) {
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIPPED unprivileged run: setpriv (util-linux) not installed");
+        return;
+    }
+    let peer = Peer::population(&["--small"]);
+    let port = peer.info["listeners"][0]["local"]
+        .as_str()
+        .map(port_of)
+        .expect("listener port");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_sockleak"))
+        .args(["scan", "--json", "--fail-on", "never"])
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    validate_schema(&doc, "scan-v1.schema.json");
+    // sock_diag needs no privilege: root's sockets are there, without owners.
+    let socks = sockets_on_ports(&doc, &[port]);
+    assert!(socks.len() >= 4, "own namespace dumped: {socks:?}");
+    assert!(socks.iter().all(|s| owners(s).is_empty()));
+    let partial = doc["partial"].as_array().expect("partial");
+    let fd_note = partial
+        .iter()
+        .find(|n| n["what"] == "fd tables")
+        .expect("fd tables reported as partial");
+    assert_eq!(fd_note["kind"], "permission");
+    assert!(fd_note["fix"]
+        .as_str()
+        .is_some_and(|f| f.contains("CAP_SYS_PTRACE")));
+    // Said once on stderr, not once per process.
+    assert_eq!(err.matches("fd tables").count(), 1, "{err}");
+}
