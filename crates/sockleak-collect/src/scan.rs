@@ -287,10 +287,7 @@ fn dump_namespace(entry: &NsEntry, req: &DumpRequest) -> NsDump {
 
 /// Joins socket fds to sockets by inode. Returns the socket fds that matched
 /// no dumped socket (candidates for "closed but held").
-fn attach_owners(
-    sockets: &mut [Socket],
-    socket_fds: &mut [SocketFd],
-) -> Vec<SocketFd> {
+fn attach_owners(sockets: &mut [Socket], socket_fds: &mut [SocketFd]) -> Vec<SocketFd> {
     socket_fds.sort_unstable_by_key(|s| (s.inode, s.pid, s.fd));
     let mut matched = vec![false; socket_fds.len()];
     for s in sockets.iter_mut() {
