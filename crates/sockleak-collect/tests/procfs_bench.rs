@@ -62,7 +62,7 @@ fn scan_20k_socket_fds() {
     let peers: Vec<Peer> = (0..CHILDREN).map(|_| Peer::start(&py, &body).0).collect();
     let pids: Vec<u32> = peers.iter().map(Peer::pid).collect();
 
-    for threads in [1, 2] {
+    for threads in [2, 1, 2] {
         let opts = ProcOptions {
             threads,
             ..ProcOptions::default()

@@ -356,12 +356,16 @@ impl<'a> Worker<'a> {
         if is_vanished(&e) {
             return Err(Skip::Vanished);
         }
-        note_io(
-            &mut self.out.notes,
-            "network namespaces of processes",
-            &e,
-            FIX_NETNS,
-        );
+        // Permission: netns::discover already reports these processes once
+        // ("namespace discovery"); a second note would double the count.
+        if !is_permission(&e) {
+            note_io(
+                &mut self.out.notes,
+                "network namespaces of processes",
+                &e,
+                FIX_NETNS,
+            );
+        }
         Ok(0)
     }
 
