@@ -149,6 +149,32 @@ def count_sockleak(doc, is_bench, netns_key):
     return per
 
 
+def sockleak_summary(lines, pids):
+    """The per-process summary table of human `sockleak scan` output (header
+    'PID USER COMM ... TCP CL-WAIT ESTAB ...'). Returns (column names found,
+    {column: sum over the rows of `pids`}, rows found). Columns are taken by
+    header position; the workers' COMM has no spaces."""
+    pids = {str(p) for p in pids}
+    header = None
+    sums = collections.Counter()
+    rows = 0
+    for line in lines:
+        f = line.split()
+        if not f:
+            if header and rows:
+                break  # the table ended
+            continue
+        if f[0] == "PID" and header is None:
+            header = f
+            continue
+        if header and f[0] in pids and len(f) == len(header):
+            rows += 1
+            for name, value in zip(header, f):
+                if value.isdigit():
+                    sums[name] += int(value)
+    return (set(header) if header else set()), dict(sums), rows
+
+
 def compare(expected, got, what):
     """Differences between expected and observed per-state counts, as text
     lines ('CLOSE_WAIT: expected 10, got 9'); empty when they agree."""
@@ -220,6 +246,14 @@ def selfcheck():
     per = count_sockleak(doc, f, lambda s: s["netns"])
     fails += compare({"CLOSE_WAIT": 1}, per[1].owned, "sockleak ns1 owned ")
     fails += compare({"TIME_WAIT": 1}, per[2].states, "sockleak ns2 ")
+    found, sums, rows = sockleak_summary([
+        "    PID USER     COMM              FDS  LIMIT USE%   SOCK   PIPE    TCP CL-WAIT  ESTAB  CBH NETNS",
+        "  17715 root     python3            14  20000    0      3     10      3       1      2    0 host",
+        "  17758 root     python3             8  20000    0      2      5      2       0      2    0 sockleak-bench-1",
+        "      9 root     sshd                8  20000    0      2      5      2       0      2    0 host",
+        "", "python3 (pid 17715) ..."], [17715, 17758])
+    if rows != 2 or sums.get("TCP") != 5 or sums.get("CL-WAIT") != 1 or "ESTAB" not in found:
+        fails.append("sockleak_summary: rows %d, sums %s" % (rows, sums))
     for text, want in (("[::ffff:127.90.0.1]:80", ("127.90.0.1", 80)), ("*:*", ("*", None)),
                        ("::1:5555", ("::1", 5555)), ("127.0.0.53%lo:53", ("127.0.0.53", 53))):
         if split_endpoint(text) != want:

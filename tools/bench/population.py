@@ -186,6 +186,8 @@ class Population:
         self.tw_gen = None  # (g0, g1): first possible entry into TIME_WAIT, all present
         self.tw_generations = 0
         self.tw_destroy_ok = None
+        self.tw_sent = {}  # (ns, pair) -> TIME_WAIT connections sent to that server so far
+        self.tw_topped_up = 0  # TIME_WAIT lost to a stray RST and made again
 
     # -- building ---------------------------------------------------------
 
@@ -225,6 +227,14 @@ class Population:
             max_per_task = max(max_per_task, *(max(self.plan[ns][k]) for k in KINDS))
         if max_per_task > 3500:  # the listen backlog is 4096 (net.core.somaxconn here)
             raise BenchError("%d connections per listener: use more processes (--processes)" % max_per_task)
+        for ns in self.namespaces:  # source ports per client (worker.Ports) and fds per worker
+            p = self.plan[ns]
+            for i in range(self.pairs[ns]):
+                client = sum(p[k][i] for k in ("estab", "ccw", "fw2", "scw"))
+                server = p["estab"][i] + p["estab6"][i] + p["scw"][i] + p["fw2"][i] + 6
+                if client > 60000 or max(client, server) > 19000 or p["tw"][i] > 30000:
+                    raise BenchError("too many sockets per worker (%d): use more processes (--processes)"
+                                     % max(client, server))
 
     def expected(self, ns):
         """(states, owned) per state for namespace ns: what every tool must show."""
@@ -363,26 +373,57 @@ class Population:
             self.tw_destroy_ok = True
         self.tw_gen = None
 
+    def tw_send(self, ns, i, n):
+        ip = "127.%d.%d.%d" % (self.sblock, self.ns_index(ns), i + 1)
+        self.clients[ns][i].send({"op": "connect", "id": "tw", "tasks": [
+            {"kind": "tw", "dst": [ip, self.servers[ns][i].ports["tw"]], "n": n}]})
+        self.tw_sent[(ns, i)] = self.tw_sent.get((ns, i), 0) + n
+
+    def tw_wait_closed(self, end):
+        """Until every server has closed every TIME_WAIT connection sent its way."""
+        while True:
+            behind = 0
+            for ns in self.namespaces:
+                for s in self.servers[ns]:
+                    s.send({"op": "status"})
+                for i, r in enumerate(collect(self.servers[ns], "status", max(end - time.monotonic(), 1))):
+                    behind += max(self.tw_sent.get((ns, i), 0) - r["tw_closed"], 0)
+            if not behind:
+                return
+            if time.monotonic() > end:
+                raise BenchError("TIME_WAIT generation: servers still hold %d connections" % behind)
+            time.sleep(0.1)
+
     def tw_create(self, timeout=120):
+        """A new TIME_WAIT generation, exact per namespace.
+
+        Now and then (about 1 in 10k connections on loopback, even with the
+        server's TCP_QUICKACK) a stray ACK after the server's FIN makes the
+        closed server socket answer the client's TIME_WAIT with a RST, which
+        ends that TIME_WAIT (tcp_rfc1337=0). The missing ones are topped up."""
         self.tw_destroy()
         g0 = time.monotonic()
+        end = g0 + timeout
         for ns in self.namespaces:
-            for i, (c, s) in enumerate(zip(self.clients[ns], self.servers[ns])):
-                ip = "127.%d.%d.%d" % (self.sblock, self.ns_index(ns), i + 1)
-                n = self.plan[ns]["tw"][i]
-                c.send({"op": "connect", "id": "tw", "tasks": [{"kind": "tw", "dst": [ip, s.ports["tw"]], "n": n}]})
-        for ns in self.namespaces:
-            for c, r in zip(self.clients[ns], collect(self.clients[ns], "connected", timeout)):
-                if r["errors"]:
-                    raise BenchError("client %d: %s" % (c.pid, "; ".join(r["errors"][:3])))
+            for i in range(self.pairs[ns]):
+                self.tw_send(ns, i, self.plan[ns]["tw"][i])
         want = {ns: self.expected(ns)[0].get("TIME_WAIT", 0) for ns in self.namespaces}
-        while True:
+        for attempt in range(6):
+            for ns in self.namespaces:
+                for c, r in zip(self.clients[ns], collect(self.clients[ns], "connected", max(end - time.monotonic(), 1))):
+                    if r["errors"]:
+                        raise BenchError("client %d: %s" % (c.pid, "; ".join(r["errors"][:3])))
+            self.tw_wait_closed(end)
+            time.sleep(0.2)  # the clients' last ACKs
             got = {ns: self.tw_count(ns) for ns in self.namespaces}
             if got == want:
                 break
-            if time.monotonic() - g0 > min(timeout, 30):
+            if attempt == 5 or any(got[ns] > want[ns] for ns in got):
                 raise BenchError("TIME_WAIT generation: want %s, ss shows %s" % (want, got))
-            time.sleep(0.2)
+            self.tw_topped_up += sum(want[ns] - got[ns] for ns in got)
+            for ns in self.namespaces:
+                for i in range(self.pairs[ns]):  # every client answers once per round
+                    self.tw_send(ns, i, (want[ns] - got[ns]) if i == 0 else 0)
         self.tw_gen = (g0, time.monotonic())
         self.tw_generations += 1
         return self.tw_gen[1] - g0

@@ -19,9 +19,15 @@ Started by tools/bench/population.py (never by hand), one process per role:
             fw2            shutdown(SHUT_WR), hold it   -> FIN_WAIT2 (owned, no timer)
             scw, tw        close it
 
-Sockets closed by a peer on purpose (scw client, ccw server) set TCP_LINGER2
-to 1 s first: their orphaned FIN_WAIT2 then disappears within about a second
-instead of 60 s, so the population settles to exact, stable counts.
+The sockets closed on purpose in scw (client) and ccw (server) are first
+shut down for writing and closed only once the peer has acknowledged the
+FIN (state FIN_WAIT2), with TCP_LINGER2 set to 1 s: tcp_close() then turns
+them straight into a FIN_WAIT2 timewait mini-socket that disappears silently
+after a second. Closed earlier (in FIN_WAIT1), an orphan that reaches
+FIN_WAIT2 while its lock is held takes the keepalive-timer path instead, and
+that path ends with a RST to the peer (tcp_keepalive_timer) which destroyed
+the peer's CLOSE_WAIT about once in 5000 connections. So the population
+settles to exact, stable counts.
 
 Protocol: one JSON object per line on stdin (commands) and stdout (replies).
 The process exits, closing every socket with SO_LINGER 0 (a RST: no TIME_WAIT
@@ -44,8 +50,8 @@ import time
 
 CLONE_NEWNET = 0x40000000  # <linux/sched.h>
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-IP_BIND_ADDRESS_NO_PORT = 24  # <linux/in.h>: pick the port at connect(), by 4-tuple
 KINDS_V4 = ("estab", "scw", "ccw", "fw2", "tw")
+TCP_FIN_WAIT2 = 5  # include/net/tcp_states.h; the first byte of struct tcp_info
 LINGER_RST = struct.pack("ii", 1, 0)
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -71,6 +77,34 @@ def enter(netns, lifetime):
     signal.signal(signal.SIGTERM, lambda *_: stop())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner handles Ctrl-C
     return time.monotonic() + lifetime
+
+
+class Closer:
+    """Sockets shut down for writing, closed once they reach FIN_WAIT2 (see
+    the module comment for why not earlier)."""
+
+    def __init__(self):
+        self.pending = []
+
+    def add(self, s):
+        s.shutdown(socket.SHUT_WR)
+        self.pending.append(s)
+
+    def poll(self):
+        """Closes those in FIN_WAIT2; returns how many are still pending."""
+        keep = []
+        for s in self.pending:
+            try:
+                state = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+            except OSError:
+                state = TCP_FIN_WAIT2
+            if state == TCP_FIN_WAIT2:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_LINGER2, 1)
+                s.close()
+            else:
+                keep.append(s)
+        self.pending = keep
+        return len(keep)
 
 
 def reply(obj):
@@ -146,13 +180,16 @@ def serve(args):
     accepted = {k: 0 for k in listeners}
     tw_closed = 0
     ccw_bytes = 0
+    closer = Closer()
     reply({"op": "ready", "pid": os.getpid(), "ports": ports, "v6_port": v6})
 
     while True:
         timeout = deadline - time.monotonic()
         if timeout <= 0:
             stop()
-        for fd, ev in ep.poll(min(timeout, 5.0)):
+        if closer.pending:
+            closer.poll()
+        for fd, ev in ep.poll(min(timeout, 0.02 if closer.pending else 5.0)):
             if fd == 0:
                 cmds, eof = lines.read()
                 if eof:
@@ -162,7 +199,7 @@ def serve(args):
                         stop()
                     elif c["op"] == "status":
                         reply({"op": "status", "accepted": accepted, "tw_closed": tw_closed,
-                               "ccw_bytes": ccw_bytes})
+                               "ccw_bytes": ccw_bytes, "closing": len(closer.pending)})
                 continue
             what, kind, s = by_fd[fd]
             if what == "tw":
@@ -174,6 +211,17 @@ def serve(args):
                 if not data:
                     ep.unregister(fd)
                     del by_fd[fd]
+                    # The FIN put this socket in delayed-ACK (pingpong) mode.
+                    # Send that ACK now, before our FIN: if the delayed-ACK
+                    # timer fired during close(), its stale ACK would reach the
+                    # client's TIME_WAIT after ours, the TIME_WAIT would answer,
+                    # our closed socket would send a RST and the RST kills the
+                    # TIME_WAIT (net.ipv4.tcp_rfc1337=0). Seen on loopback
+                    # about once per 1000 connections.
+                    try:
+                        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+                    except OSError:
+                        pass
                     s.close()
                     tw_closed += 1
                 continue
@@ -191,8 +239,7 @@ def serve(args):
                     n = 1 + (accepted[kind] - 1) % 200
                     c.sendall(b"u" * n)
                     ccw_bytes += n
-                    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_LINGER2, 1)
-                    c.close()
+                    closer.add(c)
                 elif kind == "tw":
                     c.setblocking(False)
                     ep.register(c.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
@@ -201,24 +248,55 @@ def serve(args):
                     _held.append(c)
 
 
-def connect_one(family, src, dst):
-    s = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        if family == socket.AF_INET:
-            s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-            s.bind((src, 0))
-        s.settimeout(10)
-        s.connect(tuple(dst))
-        return s
-    except OSError:
-        s.close()
-        raise
+class Ports:
+    """Source ports a client binds explicitly, never reused while it lives.
+
+    Why not let the kernel choose: with net.ipv4.tcp_tw_reuse=2 (the default:
+    loopback only) connect() may pick a port whose 4-tuple is in TIME_WAIT and
+    recycle that socket, so a TIME_WAIT generation lost a socket now and then;
+    and a port freed by a closed scw client (its orphan is gone after 1 s) may
+    be picked again toward the server that still holds the old CLOSE_WAIT.
+    Each client owns its source address, so its ports are its own."""
+
+    def __init__(self, first, last, wrap=False):
+        self.first, self.next, self.last, self.wrap = first, first, last, wrap
+
+    def take(self):
+        if self.next > self.last:
+            if not self.wrap:
+                raise OSError(errno.EADDRNOTAVAIL, "source ports exhausted")
+            self.next = self.first
+        self.next += 1
+        return self.next - 1
+
+
+def connect_one(family, src, ports, dst):
+    for _ in range(1000):
+        s = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if family == socket.AF_INET:
+                s.bind((src, ports.take()))
+            s.settimeout(10)
+            s.connect(tuple(dst))
+            return s
+        except OSError as e:
+            s.close()
+            # A host service bound to 0.0.0.0:PORT also holds PORT on our
+            # address: take the next one.
+            if e.errno != errno.EADDRINUSE:
+                raise
+    raise OSError(errno.EADDRINUSE, "no free source port")
 
 
 def client(args):
     deadline = enter(args.netns, args.lifetime)
     reply({"op": "ready", "pid": os.getpid()})
     lines = Lines()
+    held_ports = Ports(1024, 65535)
+    # TIME_WAIT generations go on where the previous one stopped: a port comes
+    # back only after ~62k connections, long after its TIME_WAIT is gone.
+    tw_ports = Ports(2000, 63999, wrap=True)
+    closer = Closer()
     while True:
         timeout = deadline - time.monotonic()
         if timeout <= 0:
@@ -238,26 +316,33 @@ def client(args):
                 for t in c["tasks"]:
                     kind, n = t["kind"], t["n"]
                     family = socket.AF_INET6 if kind == "estab6" else socket.AF_INET
-                    src = args.tw_src if kind == "tw" else args.src
+                    src, ports = args.src, held_ports
+                    if kind == "tw":
+                        src, ports = args.tw_src, tw_ports
                     ok = 0
                     for _ in range(n):
                         try:
-                            s = connect_one(family, src, t["dst"])
+                            s = connect_one(family, src, ports, t["dst"])
                         except OSError as e:
                             errors.append("%s %s: %s" % (kind, t["dst"], e))
                             if len(errors) > 20:
                                 break
                             continue
                         ok += 1
-                        if kind in ("scw", "tw"):
-                            if kind == "scw":
-                                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_LINGER2, 1)
+                        if kind == "scw":
+                            closer.add(s)
+                        elif kind == "tw":
                             s.close()
                         else:
                             if kind == "fw2":
                                 s.shutdown(socket.SHUT_WR)
                             _held.append(s)
                     done[kind] = done.get(kind, 0) + ok
+                end = time.monotonic() + 30
+                while closer.poll() and time.monotonic() < end:
+                    time.sleep(0.01)
+                if closer.pending:
+                    errors.append("%d scw sockets never reached FIN_WAIT2" % len(closer.pending))
                 reply({"op": "connected", "id": c.get("id"), "done": done, "errors": errors[:20]})
 
 

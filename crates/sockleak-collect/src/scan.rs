@@ -61,6 +61,21 @@ struct NsDump {
 /// [`Filter::apply`] afterwards. Never fails as a whole: what could not be
 /// read is in `Snapshot::partial`.
 pub fn scan_unfiltered(opts: &ScanOptions) -> Snapshot {
+    scan_unfiltered_with(opts, None)
+}
+
+/// [`scan_unfiltered`] for repeated sampling (`sockleak watch`): processes
+/// whose fd count and start time did not change since the previous call keep
+/// their fd map from `cache` instead of having every fd link read again (see
+/// [`procfs::cache`]).
+pub fn scan_unfiltered_cached(opts: &ScanOptions, cache: &mut procfs::cache::FdCache) -> Snapshot {
+    scan_unfiltered_with(opts, Some(cache))
+}
+
+fn scan_unfiltered_with(
+    opts: &ScanOptions,
+    mut cache: Option<&mut procfs::cache::FdCache>,
+) -> Snapshot {
     let taken_at_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -85,7 +100,10 @@ pub fn scan_unfiltered(opts: &ScanOptions) -> Snapshot {
     let proc_opts = ProcOptions {
         proc_root: opts.proc_root.clone(),
         threads: opts.threads.max(1),
-        pids: (!opts.filter.pids.is_empty()).then(|| opts.filter.pids.clone()),
+        // Every process is walked even under --pid: the other holders of a
+        // shared socket and the peer at the other end of a leak are part of
+        // the diagnosis of the selected process.
+        pids: None,
         walk_fds: true,
     };
 
@@ -96,7 +114,10 @@ pub fn scan_unfiltered(opts: &ScanOptions) -> Snapshot {
                 .map(|e| dump_namespace(e, &req))
                 .collect::<Vec<_>>()
         });
-        let procs = procfs::scan_processes(&proc_opts);
+        let procs = match cache.as_deref_mut() {
+            Some(c) => procfs::cache::scan_processes_cached(&proc_opts, c),
+            None => procfs::scan_processes(&proc_opts),
+        };
         let dumps = dumper.join().unwrap_or_default();
         (dumps, procs)
     });
@@ -112,11 +133,30 @@ pub fn scan_unfiltered(opts: &ScanOptions) -> Snapshot {
         sockets.extend(d.sockets);
     }
     inherit_host_globals(&mut snap.namespaces);
+    let mut procs = procs;
+    if let Some(c) = cache.as_deref_mut() {
+        // A reused fd map whose TCP sockets left the dump is stale (a socket
+        // closed and another opened at the same fd count): walk it again.
+        let dumped: HashSet<u64> = sockets
+            .iter()
+            .map(|s| s.inode)
+            .filter(|i| *i != 0)
+            .collect();
+        c.revalidate(&proc_opts, &mut procs, &dumped);
+    }
     merge_notes(&mut snap.partial, procs.notes);
     let mut processes = procs.processes;
     let mut socket_fds = procs.socket_fds;
 
     let unmatched = attach_owners(&mut sockets, &mut socket_fds);
+    if let Some(c) = cache {
+        c.learn_tcp(
+            sockets
+                .iter()
+                .filter(|s| s.inode != 0)
+                .flat_map(|s| s.owners.iter().map(move |o| (o.pid, s.inode))),
+        );
+    }
     mark_inherited(&mut sockets, &processes);
     if opts.filter.states.is_all() {
         count_closed_but_held(
@@ -135,6 +175,7 @@ pub fn scan_unfiltered(opts: &ScanOptions) -> Snapshot {
         .map(|s| (s.netns, s.local))
         .collect();
     processes.sort_by_key(|p| p.pid);
+    explain_denials_to_root(&mut snap.partial);
     snap.sockets = sockets;
     snap.processes = processes;
     snap
@@ -145,6 +186,25 @@ pub fn scan(opts: &ScanOptions) -> Snapshot {
     let mut snap = scan_unfiltered(opts);
     opts.filter.apply(&mut snap);
     snap
+}
+
+/// When sockleak already has every capability a fix would grant, "run as
+/// root" is no advice: what is still refused is guarded by a security module
+/// or a sandbox (seen for a container runtime's pid 1).
+fn explain_denials_to_root(notes: &mut [PartialNote]) {
+    let p = crate::privileges::probe();
+    if !(p.cap_sys_ptrace && p.cap_dac_read_search && p.cap_sys_admin) {
+        return;
+    }
+    for n in notes.iter_mut() {
+        if n.kind == PartialKind::Permission && n.fix.is_some() {
+            n.fix = None;
+            n.reason.push_str(
+                " (even with CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and CAP_SYS_ADMIN: \
+                 a security module or sandbox guards these processes)",
+            );
+        }
+    }
 }
 
 /// `net.ipv4.tcp_max_orphans` is host-global: its file exists only in the

@@ -8,14 +8,19 @@
 
 pub mod age;
 pub mod blame;
+pub mod enrich;
 pub mod explain;
 pub mod filter;
 pub mod findings;
+pub mod forecast;
 pub mod group;
+pub mod history;
 pub mod host;
 pub mod process;
+pub mod regression;
 pub mod snapshot;
 pub mod socket;
+pub mod trend;
 
 pub use age::{AgeHints, AgeSource, NoHints};
 pub use blame::Holder;

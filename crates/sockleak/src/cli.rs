@@ -44,7 +44,23 @@ pub enum Command {
         /// (close_wait_leak, ...).
         topic: Option<String>,
     },
+    /// Leak regression check: snapshot a server, load it, snapshot it again;
+    /// FAIL (exit 1) when it holds more CLOSE_WAIT sockets or fds than before.
+    Check(CheckArgs),
+    /// Run a command and report the sockets and fds its processes leak.
+    Run(RunArgs),
+    /// Serve Prometheus metrics (per-process leaks, findings, host TCP
+    /// state) over HTTP; scans run on their own interval.
+    Serve(crate::commands::serve::ServeArgs),
+    /// Watch over time: leak rates and time to failure, a live view on a
+    /// terminal, else one JSON line per interval.
+    Watch(crate::commands::watch::WatchArgs),
+    /// Sum up a recording of `watch --record` and chart it (SVG).
+    Report(crate::commands::report::ReportArgs),
 }
+
+pub use crate::commands::check::CheckArgs;
+pub use crate::commands::run::RunArgs;
 
 /// Which sockets and processes to look at; shared by every command that scans.
 #[derive(Debug, Args, Clone, Default)]

@@ -7,7 +7,13 @@ mod cli;
 mod commands;
 mod exit;
 #[cfg(target_os = "linux")]
+mod exporter;
+#[cfg(target_os = "linux")]
+mod loadgen;
+#[cfg(target_os = "linux")]
 mod output;
+#[cfg(target_os = "linux")]
+mod tui;
 
 use std::process::ExitCode;
 

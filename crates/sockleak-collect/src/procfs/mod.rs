@@ -19,6 +19,7 @@
 //!   fds and needs no ptrace permission; on older kernels (size 0) or a
 //!   non-procfs tree (fixtures) the entries are counted when readable.
 
+pub mod cache;
 mod dirfd;
 mod process;
 mod socket_fd;

@@ -1,8 +1,14 @@
 //! One file per subcommand; `run` dispatches.
 
+pub mod check;
 mod doctor;
 mod explain;
+pub mod report;
+pub mod run;
 mod scan;
+pub mod serve;
+mod target;
+pub mod watch;
 
 use crate::cli::{Cli, Command};
 use anyhow::Result;
@@ -14,5 +20,10 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Scan(args) => scan::run(&args, style),
         Command::Doctor => doctor::run(style),
         Command::Explain { topic } => explain::run(topic.as_deref()),
+        Command::Check(args) => check::run(&args, style),
+        Command::Run(args) => run::run(&args, style),
+        Command::Serve(args) => serve::run(&args),
+        Command::Watch(args) => watch::run(&args, style),
+        Command::Report(args) => report::run(&args, style),
     }
 }

@@ -15,6 +15,7 @@ pub fn render(_snap: &Snapshot, findings: &[Finding], st: Style) -> String {
     if findings.is_empty() {
         return out;
     }
+    let mut advice_seen: Vec<&str> = Vec::new();
     for f in findings {
         let sev = match f.severity {
             Severity::Critical => st.red("CRITICAL"),
@@ -23,8 +24,17 @@ pub fn render(_snap: &Snapshot, findings: &[Finding], st: Style) -> String {
         };
         let _ = writeln!(out, "{sev} {}", st.bold(f.kind.as_str()));
         wrap_into(&mut out, &f.summary, "  ");
-        if !f.advice.is_empty() {
+        // On a host with many leaking groups the same advice would repeat
+        // page after page: say it once.
+        if advice_seen.contains(&f.advice.as_str()) {
+            let _ = writeln!(
+                out,
+                "  Same cause and fix as the {} above.",
+                f.kind.as_str()
+            );
+        } else if !f.advice.is_empty() {
             wrap_into(&mut out, &f.advice, "  ");
+            advice_seen.push(&f.advice);
         }
         let _ = writeln!(
             out,
@@ -68,6 +78,27 @@ fn wrap_into(out: &mut String, text: &str, indent: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_advice_is_printed_once() {
+        use sockleak_model::findings::{FindingKind, Severity};
+        let mut a = Finding::new(FindingKind::ClosedButHeld, Severity::Warning);
+        a.summary = "first".into();
+        a.advice = "close the socket on every error path".into();
+        let mut b = a.clone();
+        b.summary = "second".into();
+        let text = render(&Snapshot::default(), &[a, b], Style { enabled: false });
+        assert_eq!(
+            text.matches("close the socket on every error path").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("Same cause and fix as the closed_but_held above."),
+            "{text}"
+        );
+        assert!(text.contains("first") && text.contains("second"));
+    }
 
     #[test]
     fn wraps_within_width() {

@@ -1,11 +1,16 @@
 //! Presentation: one file per output format. Never opens /proc or a netlink
 //! socket; everything it shows comes in as model values.
 
+pub mod check;
 pub mod findings;
 pub mod inventory;
 pub mod json;
+pub mod jsonl;
+pub mod junit;
+pub mod plain;
 pub mod sockets;
 pub mod style;
+pub mod svg;
 
 use sockleak_model::Snapshot;
 

@@ -2,8 +2,29 @@
 //! the real `sockleak` binary against real sockets, processes and network
 //! namespaces built by the peers in tools/peers/.
 
+mod check_behaviors;
+mod check_leak;
+mod check_spawn;
+mod check_support;
 mod cli;
+mod findings_close_wait;
+mod findings_healthy;
+mod findings_limits;
+mod run_leaks;
 mod scan_netns;
 mod scan_population;
 mod scan_robustness;
+mod serve_cardinality;
+mod serve_cli;
+mod serve_deploy;
+mod serve_history;
+mod serve_prometheus;
+mod serve_robustness;
+mod serve_support;
+mod serve_tls;
 mod support;
+mod watch_leaks;
+mod watch_quiet;
+mod watch_report;
+mod watch_support;
+mod watch_tui;

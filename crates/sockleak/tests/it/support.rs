@@ -80,6 +80,29 @@ impl Peer {
         Peer::start(&argv)
     }
 
+    /// Starts `tools/peers/leaks.py SCENARIO ...`: one incident of
+    /// docs/scenarios.md or a healthy control (see the script's docstring).
+    pub fn leaks(args: &[&str]) -> Peer {
+        let script = leaks_script();
+        let mut argv = vec!["python3", script.as_str()];
+        argv.extend_from_slice(args);
+        Peer::start(&argv)
+    }
+
+    /// A string field of the peer's JSON line.
+    pub fn str(&self, key: &str) -> &str {
+        self.info[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("peer has no string {key}: {}", self.info))
+    }
+
+    /// A number field of the peer's JSON line.
+    pub fn num(&self, key: &str) -> u64 {
+        self.info[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("peer has no number {key}: {}", self.info))
+    }
+
     pub fn pid(&self, role: &str) -> u32 {
         self.info["pids"][role]
             .as_u64()
@@ -255,4 +278,62 @@ pub fn port_of(ep: &str) -> u64 {
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or(0)
+}
+
+/// The path of tools/peers/leaks.py, for argv.
+pub fn leaks_script() -> String {
+    let script = repo_root().join("tools/peers/leaks.py");
+    script.to_str().expect("utf-8 path").to_string()
+}
+
+/// The findings of a scan document of one kind, in the engine's order.
+pub fn findings_of<'a>(doc: &'a Value, kind: &str) -> Vec<&'a Value> {
+    doc["findings"]
+        .as_array()
+        .expect("findings array")
+        .iter()
+        .filter(|f| f["kind"] == kind)
+        .collect()
+}
+
+/// The one finding of `kind` about process `pid`; fails unless there is
+/// exactly one.
+pub fn the_finding<'a>(doc: &'a Value, kind: &str, pid: u32) -> &'a Value {
+    let hits: Vec<&Value> = findings_of(doc, kind)
+        .into_iter()
+        .filter(|f| f["pid"] == pid)
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "expected one {kind} finding for pid {pid}, got {hits:#?}\nall findings: {:#}",
+        doc["findings"]
+    );
+    hits[0]
+}
+
+/// Findings at warning or critical about any of `pids` (as the process at
+/// fault or as its peer).
+pub fn alarms_about<'a>(doc: &'a Value, pids: &[u32]) -> Vec<&'a Value> {
+    doc["findings"]
+        .as_array()
+        .expect("findings array")
+        .iter()
+        .filter(|f| f["severity"] == "warning" || f["severity"] == "critical")
+        .filter(|f| pids.iter().any(|p| f["pid"] == *p || f["peer_pid"] == *p))
+        .collect()
+}
+
+/// Human output with every run of whitespace made one space: findings are
+/// wrapped paragraphs, so a sentence may span lines.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A process's command name, as sockleak reports it.
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/comm: {e}"))
+        .trim_end()
+        .to_string()
 }

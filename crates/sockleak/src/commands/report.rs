@@ -1,0 +1,473 @@
+//! `sockleak report FILE`: sums up a recording made with
+//! `sockleak watch --record FILE` (or saved `--jsonl` output) for an incident
+//! report: the time span, every finding seen with its peak, rate and
+//! forecast, the processes whose counts changed most, and an SVG chart of
+//! counts over time per process and state.
+
+use crate::exit;
+use crate::output::jsonl::WATCH_SCHEMA;
+use crate::output::plain::human_interval;
+use crate::output::rfc3339;
+use crate::output::style::Style;
+use crate::output::svg::{self, Chart, Panel, Series};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::Value;
+use sockleak_model::enrich::{eta_text, rate_text, span_text};
+use sockleak_model::findings::Severity;
+use sockleak_model::trend;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A recording: `sockleak watch --record FILE`, or saved `--jsonl`
+    /// output (schema sockleak.watch/v1).
+    pub file: PathBuf,
+    /// Where to write the SVG chart (default: FILE with the extension .svg).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Do not write a chart.
+    #[arg(long, conflicts_with = "svg")]
+    pub no_chart: bool,
+    /// How many processes get a panel in the chart (those that changed most).
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    pub top: usize,
+}
+
+/// One process over the recording.
+#[derive(Debug, Default)]
+struct ProcRec {
+    comm: String,
+    fd_limit: Option<u64>,
+    /// Sample times at which the process was in the recording.
+    times: Vec<u64>,
+    /// "CLOSE_WAIT", ..., "fds" → one value per entry of `times`.
+    series: BTreeMap<String, Vec<f64>>,
+    worst: Option<Severity>,
+}
+
+impl ProcRec {
+    fn push(&mut self, t: u64, values: BTreeMap<String, f64>) {
+        let n = self.times.len();
+        for (k, v) in &values {
+            // A state seen for the first time was 0 before.
+            self.series
+                .entry(k.clone())
+                .or_insert_with(|| vec![0.0; n])
+                .push(*v);
+        }
+        for (k, s) in self.series.iter_mut() {
+            if !values.contains_key(k) {
+                s.push(0.0);
+            }
+        }
+        self.times.push(t);
+    }
+
+    fn points(&self, key: &str) -> Vec<(u64, f64)> {
+        match self.series.get(key) {
+            Some(v) => self.times.iter().copied().zip(v.iter().copied()).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// peak − minimum, summed over CLOSE_WAIT and fds: how much it moved.
+    fn movement(&self) -> f64 {
+        ["CLOSE_WAIT", "fds"]
+            .iter()
+            .filter_map(|k| self.series.get(*k))
+            .map(|v| {
+                let max = v.iter().copied().fold(f64::MIN, f64::max);
+                let min = v.iter().copied().fold(f64::MAX, f64::min);
+                if v.is_empty() {
+                    0.0
+                } else {
+                    max - min
+                }
+            })
+            .sum()
+    }
+}
+
+/// One finding over the recording.
+#[derive(Debug)]
+struct FindingRec {
+    kind: String,
+    severity: Severity,
+    pid: Option<u64>,
+    comm: Option<String>,
+    first_ms: u64,
+    last_ms: u64,
+    summary: String,
+    advice: String,
+    peak: u64,
+    max_rate: Option<f64>,
+    min_eta: Option<u64>,
+    active: bool,
+}
+
+/// What a recording holds.
+#[derive(Debug, Default)]
+struct Recording {
+    hostname: Option<String>,
+    interval_ms: u64,
+    times: Vec<u64>,
+    procs: BTreeMap<(u64, u64), ProcRec>,
+    host: ProcRec,
+    findings: BTreeMap<String, FindingRec>,
+    bad_lines: usize,
+}
+
+fn severity_of(v: &Value) -> Option<Severity> {
+    v.as_str().and_then(Severity::parse)
+}
+
+fn counts(v: &Value) -> BTreeMap<String, f64> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Recording {
+    fn add_line(&mut self, doc: &Value) -> bool {
+        if doc["schema"] != WATCH_SCHEMA {
+            return false;
+        }
+        let Some(t) = doc["time_ms"].as_u64() else {
+            return false;
+        };
+        if self.hostname.is_none() {
+            self.hostname = doc["host"]["hostname"].as_str().map(str::to_string);
+        }
+        if let Some(i) = doc["interval_ms"].as_u64() {
+            self.interval_ms = i;
+        }
+        self.times.push(t);
+        self.host.push(t, counts(&doc["totals"]["states"]));
+        for p in doc["processes"].as_array().into_iter().flatten() {
+            let (Some(pid), Some(start)) = (p["pid"].as_u64(), p["start_time"].as_u64()) else {
+                continue;
+            };
+            let rec = self.procs.entry((pid, start)).or_default();
+            if let Some(c) = p["comm"].as_str() {
+                rec.comm = c.to_string();
+            }
+            rec.fd_limit = p["fd_limit"].as_u64().or(rec.fd_limit);
+            let mut values = counts(&p["states"]);
+            if let Some(n) = p["fd_count"].as_f64() {
+                values.insert("fds".to_string(), n);
+            }
+            rec.push(t, values);
+            if let Some(s) = severity_of(&p["severity"]) {
+                rec.worst = rec.worst.max(Some(s));
+            }
+        }
+        let f = &doc["findings"];
+        for x in f["new"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(f["changed"].as_array().into_iter().flatten())
+        {
+            let Some(id) = x["id"].as_str() else { continue };
+            let severity = severity_of(&x["severity"]).unwrap_or(Severity::Info);
+            let rec = self
+                .findings
+                .entry(id.to_string())
+                .or_insert_with(|| FindingRec {
+                    kind: x["kind"].as_str().unwrap_or("?").to_string(),
+                    severity,
+                    pid: x["pid"].as_u64(),
+                    comm: x["comm"].as_str().map(str::to_string),
+                    first_ms: t,
+                    last_ms: t,
+                    summary: String::new(),
+                    advice: String::new(),
+                    peak: 0,
+                    max_rate: None,
+                    min_eta: None,
+                    active: true,
+                });
+            rec.severity = rec.severity.max(severity);
+            rec.last_ms = t;
+            rec.active = true;
+            rec.summary = x["summary"].as_str().unwrap_or("").to_string();
+            rec.advice = x["advice"].as_str().unwrap_or("").to_string();
+            rec.peak = rec.peak.max(x["count"].as_u64().unwrap_or(0));
+            if let Some(r) = x["rate_per_min"].as_f64() {
+                rec.max_rate = Some(rec.max_rate.map_or(r, |m: f64| m.max(r)));
+            }
+            if let Some(e) = x["eta_s"].as_u64() {
+                rec.min_eta = Some(rec.min_eta.map_or(e, |m: u64| m.min(e)));
+            }
+        }
+        for x in f["resolved"].as_array().into_iter().flatten() {
+            if let Some(rec) = x["id"].as_str().and_then(|id| self.findings.get_mut(id)) {
+                rec.active = false;
+                rec.last_ms = t;
+            }
+        }
+        true
+    }
+}
+
+fn read(path: &Path) -> Result<Recording> {
+    let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut rec = Recording::default();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("read {} line {}", path.display(), i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ok = serde_json::from_str::<Value>(&line)
+            .map(|doc| rec.add_line(&doc))
+            .unwrap_or(false);
+        if !ok {
+            rec.bad_lines += 1;
+        }
+    }
+    if rec.times.is_empty() {
+        bail!(
+            "{}: no {WATCH_SCHEMA} lines (record one with sockleak watch --record FILE)",
+            path.display()
+        );
+    }
+    Ok(rec)
+}
+
+/// `+600/min` over the whole recording (Theil–Sen), or empty.
+fn whole_rate(points: &[(u64, f64)]) -> String {
+    match trend::trend(points) {
+        Some(t) if t.rate_per_min.abs() >= 0.05 => {
+            let sign = if t.rate_per_min > 0.0 { "+" } else { "" };
+            format!("{sign}{}/min", rate_text(t.rate_per_min))
+        }
+        Some(_) => "0/min".to_string(),
+        None => String::new(),
+    }
+}
+
+fn first_last_peak(points: &[(u64, f64)]) -> String {
+    match (points.first(), points.last()) {
+        (Some(a), Some(b)) => {
+            let peak = points.iter().map(|p| p.1).fold(0.0f64, f64::max);
+            format!("{}→{} (peak {})", a.1, b.1, peak)
+        }
+        _ => "-".to_string(),
+    }
+}
+
+/// "18:44:32".
+fn clock(ms: u64) -> String {
+    rfc3339(ms).get(11..19).unwrap_or("--:--:--").to_string()
+}
+
+/// The processes worth a line and a panel: worst finding first, then those
+/// that moved most.
+fn ranked(rec: &Recording) -> Vec<(&(u64, u64), &ProcRec)> {
+    let mut v: Vec<_> = rec.procs.iter().collect();
+    v.sort_by(|(ka, a), (kb, b)| {
+        b.worst
+            .cmp(&a.worst)
+            .then(b.movement().total_cmp(&a.movement()))
+            .then(ka.cmp(kb))
+    });
+    v
+}
+
+fn text(rec: &Recording, path: &Path, chart: Option<&Path>, top: usize, st: Style) -> String {
+    let mut out = String::new();
+    let (t0, t1) = (
+        rec.times.first().copied().unwrap_or(0),
+        rec.times.last().copied().unwrap_or(0),
+    );
+    let _ = writeln!(out, "{} {}", st.bold("sockleak report:"), path.display());
+    let _ = writeln!(
+        out,
+        "host {}, {} to {} ({}), {} samples every {}",
+        rec.hostname.as_deref().unwrap_or("?"),
+        rfc3339(t0),
+        rfc3339(t1),
+        span_text(t1.saturating_sub(t0)),
+        rec.times.len(),
+        human_interval(rec.interval_ms)
+    );
+    if rec.bad_lines > 0 {
+        let _ = writeln!(out, "({} lines skipped: not {WATCH_SCHEMA})", rec.bad_lines);
+    }
+    out.push('\n');
+
+    let mut findings: Vec<&FindingRec> = rec.findings.values().collect();
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(b.active.cmp(&a.active))
+            .then(b.peak.cmp(&a.peak))
+    });
+    let active = findings.iter().filter(|f| f.active).count();
+    let _ = writeln!(
+        out,
+        "{} {} seen, {active} still active at the end",
+        st.bold("Findings:"),
+        findings.len()
+    );
+    for f in &findings {
+        let sev = match f.severity {
+            Severity::Critical => st.red("CRITICAL"),
+            Severity::Warning => st.yellow("WARNING"),
+            Severity::Info => st.cyan("INFO"),
+        };
+        let who = match (&f.comm, f.pid) {
+            (Some(c), Some(p)) => format!("{c} (pid {p})"),
+            (None, Some(p)) => format!("pid {p}"),
+            _ => "host".to_string(),
+        };
+        let mut facts = format!(
+            "{} to {}, peak {}",
+            clock(f.first_ms),
+            clock(f.last_ms),
+            f.peak
+        );
+        if let Some(r) = f.max_rate.filter(|r| *r > 0.0) {
+            let _ = write!(facts, ", up to +{}/min", rate_text(r));
+        }
+        if let Some(e) = f.min_eta {
+            let _ = write!(facts, ", limit forecast as soon as {}", eta_text(e));
+        }
+        let state = if f.active { "active" } else { "resolved" };
+        let _ = writeln!(out, "  {sev} {} {who}: {facts} [{state}]", st.bold(&f.kind));
+        wrap_into(&mut out, &f.summary, "    ");
+        if !f.advice.is_empty() {
+            wrap_into(&mut out, &f.advice, "    ");
+        }
+    }
+    out.push('\n');
+
+    let _ = writeln!(out, "{}", st.bold("Processes, most change first:"));
+    let _ = writeln!(
+        out,
+        "  {:>7}  {:<15} {:<24} {:>10}  {:<24} {:>10}",
+        "PID", "COMM", "CLOSE_WAIT", "/min", "FDS", "/min"
+    );
+    for ((pid, _), p) in ranked(rec).into_iter().take(top.max(10)) {
+        let cw = p.points("CLOSE_WAIT");
+        let fds = p.points("fds");
+        let _ = writeln!(
+            out,
+            "  {pid:>7}  {:<15} {:<24} {:>10}  {:<24} {:>10}",
+            crate::output::truncate(&p.comm, 15),
+            first_last_peak(&cw),
+            whole_rate(&cw),
+            first_last_peak(&fds),
+            whole_rate(&fds)
+        );
+    }
+    if let Some(c) = chart {
+        let _ = writeln!(out, "\nChart: {}", c.display());
+    }
+    out
+}
+
+fn wrap_into(out: &mut String, text: &str, indent: &str) {
+    for l in crate::tui::render::wrap(text, 96, indent) {
+        out.push_str(&l);
+        out.push('\n');
+    }
+}
+
+/// The series of a record, as chart lines: every state that was ever
+/// non-zero (LISTEN only matters as context and is left out), then fds.
+fn series_of(p: &ProcRec) -> Vec<Series> {
+    let mut v: Vec<Series> = p
+        .series
+        .iter()
+        .filter(|(k, vals)| {
+            k.as_str() != "fds" && k.as_str() != "LISTEN" && vals.iter().any(|x| *x > 0.0)
+        })
+        .map(|(k, _)| Series {
+            label: k.clone(),
+            color: svg::color_for(k),
+            dashed: false,
+            points: p.points(k),
+        })
+        .collect();
+    if p.series.contains_key("fds") {
+        v.push(Series {
+            label: match p.fd_limit {
+                Some(l) => format!("fds (limit {l})"),
+                None => "fds".to_string(),
+            },
+            color: svg::color_for("fds"),
+            dashed: true,
+            points: p.points("fds"),
+        });
+    }
+    v
+}
+
+fn chart(rec: &Recording, path: &Path, top: usize) -> Chart {
+    let (t0, t1) = (
+        rec.times.first().copied().unwrap_or(0),
+        rec.times.last().copied().unwrap_or(0),
+    );
+    let mut panels = vec![Panel {
+        title: "host: TCP sockets by state".to_string(),
+        series: series_of(&rec.host),
+    }];
+    for ((pid, _), p) in ranked(rec).into_iter().take(top) {
+        panels.push(Panel {
+            title: format!("{} (pid {pid})", p.comm),
+            series: series_of(p),
+        });
+    }
+    Chart {
+        title: format!(
+            "sockleak: {} on {}",
+            path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into()
+            ),
+            rec.hostname.as_deref().unwrap_or("?")
+        ),
+        subtitle: format!(
+            "{} to {} ({}), {} samples every {}",
+            rfc3339(t0),
+            rfc3339(t1),
+            span_text(t1.saturating_sub(t0)),
+            rec.times.len(),
+            human_interval(rec.interval_ms)
+        ),
+        t0_ms: t0,
+        t1_ms: t1,
+        panels,
+    }
+}
+
+pub fn run(args: &ReportArgs, style: Style) -> Result<u8> {
+    let rec = read(&args.file)?;
+    let svg_path = if args.no_chart {
+        None
+    } else {
+        Some(
+            args.svg
+                .clone()
+                .unwrap_or_else(|| args.file.with_extension("svg")),
+        )
+    };
+    if let Some(p) = &svg_path {
+        if p == &args.file {
+            bail!("--svg {}: that is the recording itself", p.display());
+        }
+        let doc = svg::render(&chart(&rec, &args.file, args.top));
+        std::fs::write(p, doc).with_context(|| format!("write {}", p.display()))?;
+    }
+    exit::write_stdout(text(&rec, &args.file, svg_path.as_deref(), args.top, style).as_bytes())?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,418 @@
+//! `sockleak run -- CMD ARGS`: runs a command (a test suite, a script),
+//! samples its whole process tree while it runs, and reports per process the
+//! peak CLOSE_WAIT, what it still held at its last sample, fd growth and
+//! findings. The command's exit code passes through, unless `--fail-on-leak`
+//! is given and a leak was seen (then 1).
+//!
+//! sockleak makes itself a child subreaper, so a grandchild whose parent
+//! exits is reparented to sockleak and stays in the tree.
+
+use super::check::parse_duration;
+use super::target::{self, CANCEL, SIGNAL};
+use crate::exit;
+use crate::output::style::Style;
+use anyhow::Result;
+use clap::Args;
+use sockleak_collect::scan::{scan, ScanOptions};
+use sockleak_model::findings::{diagnose, DiagnoseConfig, Finding};
+use sockleak_model::{Cookie, FdKinds, Filter, Snapshot, TcpState};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Run a command and report the sockets and fds its processes leak.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Exit 1 when a leak was seen, whatever the command's exit code.
+    #[arg(long)]
+    pub fail_on_leak: bool,
+    /// Time between two samples of the process tree.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// A CLOSE_WAIT or closed-but-held socket held at least this long is a
+    /// leak (shorter is a close in progress).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub min_age: Duration,
+    /// Growth of one process's open fds (last sample − first) that counts as
+    /// a leak. Runtimes open a handful of fds while they start (libraries,
+    /// logs, epoll, thread pools); more than this is worth a look.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_fd_growth: u64,
+    /// The command and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+/// One process of the tree across its samples, keyed by (pid, start time).
+#[derive(Debug, Default)]
+struct Track {
+    pid: u32,
+    ppid: u32,
+    comm: String,
+    cmdline: String,
+    samples: u32,
+    first_fds: u32,
+    last_fds: u32,
+    first_kinds: FdKinds,
+    last_kinds: FdKinds,
+    peak_close_wait: u64,
+    /// Sockets by state at the last sample.
+    last_states: BTreeMap<TcpState, u64>,
+    last_closed_but_held: u32,
+    /// CLOSE_WAIT cookies → when first seen (ms).
+    close_wait_seen: HashMap<Cookie, u64>,
+    /// CLOSE_WAIT sockets held for at least --min-age.
+    leaked_close_wait: u64,
+    closed_but_held_since: Option<u64>,
+    leaked_closed_but_held: u32,
+    /// Findings at the last sample that had any.
+    findings: Vec<Finding>,
+    /// Still running when the command ended.
+    alive_at_end: bool,
+}
+
+impl Track {
+    fn fd_growth(&self) -> i64 {
+        i64::from(self.last_fds) - i64::from(self.first_fds)
+    }
+
+    fn leaks(&self, max_fd_growth: u64) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.leaked_close_wait > 0 {
+            v.push(format!(
+                "held {} CLOSE_WAIT socket(s) the peer had closed",
+                self.leaked_close_wait
+            ));
+        }
+        if self.leaked_closed_but_held > 0 {
+            v.push(format!(
+                "held {} closed-but-held (reset, never closed) socket(s)",
+                self.leaked_closed_but_held
+            ));
+        }
+        if self.fd_growth() > i64::try_from(max_fd_growth).unwrap_or(i64::MAX) {
+            let d = |a: u32, b: u32| i64::from(b) - i64::from(a);
+            let (f, l) = (&self.first_kinds, &self.last_kinds);
+            v.push(format!(
+                "open fds grew {} → {} ({:+}: sockets {:+}, pipes {:+}, files {:+}, other {:+})",
+                self.first_fds,
+                self.last_fds,
+                self.fd_growth(),
+                d(f.socket, l.socket),
+                d(f.pipe, l.pipe),
+                d(f.file, l.file),
+                d(f.anon + f.other, l.anon + l.other)
+            ));
+        }
+        v
+    }
+}
+
+pub fn run(args: &RunArgs, style: Style) -> Result<u8> {
+    target::catch_signals()?;
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) on this process only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let me = std::process::id();
+    let mut cmd = Command::new(&args.command[0]);
+    cmd.args(&args.command[1..]);
+    // SAFETY: runs in the child before exec; prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+            Ok(())
+        });
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            // As env(1) and timeout(1): 127 not found, 126 not runnable.
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            eprintln!("sockleak: run: start {:?}: {e}", args.command[0]);
+            return Ok(code);
+        }
+    };
+    let root = child.id();
+    // The child is reaped below with waitpid(-1) (orphans reparented to the
+    // subreaper too); std's handle is not used for waiting.
+    drop(child);
+
+    let min_age_ms = u64::try_from(args.min_age.as_millis()).unwrap_or(u64::MAX);
+    let cfg = DiagnoseConfig {
+        min_age_s: args.min_age.as_secs(),
+        ..DiagnoseConfig::default()
+    };
+    let mut tracks: BTreeMap<(u32, u64), Track> = BTreeMap::new();
+    let mut root_status: Option<i32> = None;
+    let mut samples = 0u32;
+    let mut forwarded = false;
+    let started = Instant::now();
+    loop {
+        reap(root, &mut root_status);
+        let table = target::process_table();
+        let mut pids = target::tree(me, &table);
+        pids.retain(|&p| p != me);
+        if !pids.is_empty() {
+            let snap = scan(&ScanOptions {
+                filter: Filter {
+                    pids: pids.clone(),
+                    ..Filter::default()
+                },
+                threads: 2,
+                ..ScanOptions::default()
+            });
+            samples += 1;
+            record(&snap, &mut tracks, min_age_ms, &cfg);
+        }
+        if root_status.is_some() {
+            for t in tracks.values_mut() {
+                t.alive_at_end = pids.contains(&t.pid);
+            }
+            break;
+        }
+        if CANCEL.load(Ordering::Relaxed) && !forwarded {
+            // Ctrl-C reached the whole foreground group already; a SIGTERM
+            // sent to sockleak alone is passed on to the command.
+            let sig = SIGNAL.load(Ordering::Relaxed);
+            if sig == libc::SIGTERM {
+                // SAFETY: kill(2) on the child sockleak started.
+                unsafe { libc::kill(root as libc::pid_t, libc::SIGTERM) };
+            }
+            forwarded = true;
+        }
+        std::thread::sleep(args.interval);
+    }
+    let code = root_status.unwrap_or(0);
+    let leaky: Vec<&Track> = tracks
+        .values()
+        .filter(|t| !t.leaks(args.max_fd_growth).is_empty())
+        .collect();
+    let text = render(
+        args,
+        &tracks,
+        code,
+        samples,
+        started.elapsed().as_secs_f64(),
+        style,
+    );
+    // The report goes to stderr: stdout belongs to the command.
+    eprint!("{text}");
+    if args.fail_on_leak && !leaky.is_empty() {
+        return Ok(exit::FINDINGS);
+    }
+    Ok(u8::try_from(code).unwrap_or(255))
+}
+
+/// Reaps every exited child (the command, and orphans reparented to
+/// sockleak); records the command's exit code (128+N for signal N).
+fn reap(root: u32, root_status: &mut Option<i32>) {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid(2) with a valid out pointer; WNOHANG never blocks.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return;
+        }
+        if pid as u32 == root {
+            *root_status = Some(if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else if libc::WIFSIGNALED(status) {
+                128 + libc::WTERMSIG(status)
+            } else {
+                255
+            });
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Folds one sample into the per-process tracks.
+fn record(
+    snap: &Snapshot,
+    tracks: &mut BTreeMap<(u32, u64), Track>,
+    min_age_ms: u64,
+    cfg: &DiagnoseConfig,
+) {
+    let now = now_ms();
+    let findings = diagnose(snap, snap.taken_at_ms, cfg);
+    for p in &snap.processes {
+        // An exited, not yet reaped process (zombie) has no fd table left:
+        // its last real sample is the one before.
+        if p.fd_count == Some(0) && p.fds.is_none_or(|k| k.total() == 0) {
+            continue;
+        }
+        let t = tracks
+            .entry((p.pid, p.start_time))
+            .or_insert_with(|| Track {
+                pid: p.pid,
+                ppid: p.ppid,
+                comm: p.comm.clone(),
+                cmdline: p.cmdline.clone(),
+                first_fds: p.fd_count.unwrap_or(0),
+                first_kinds: p.fds.unwrap_or_default(),
+                ..Track::default()
+            });
+        // exec() changes the command: keep the latest.
+        t.comm.clone_from(&p.comm);
+        t.cmdline.clone_from(&p.cmdline);
+        t.samples += 1;
+        t.last_fds = p.fd_count.unwrap_or(0);
+        t.last_kinds = p.fds.unwrap_or_default();
+        let mut states: BTreeMap<TcpState, u64> = BTreeMap::new();
+        let mut cw_now = Vec::new();
+        for s in snap
+            .sockets
+            .iter()
+            .filter(|s| s.owners.iter().any(|o| o.pid == p.pid))
+        {
+            *states.entry(s.state).or_default() += 1;
+            if s.state == TcpState::CloseWait {
+                cw_now.push(s.cookie);
+            }
+        }
+        let cw = states.get(&TcpState::CloseWait).copied().unwrap_or(0);
+        t.peak_close_wait = t.peak_close_wait.max(cw);
+        t.last_states = states;
+        t.close_wait_seen.retain(|c, _| cw_now.contains(c));
+        for c in cw_now {
+            t.close_wait_seen.entry(c).or_insert(now);
+        }
+        let old = t
+            .close_wait_seen
+            .values()
+            .filter(|&&since| now.saturating_sub(since) >= min_age_ms)
+            .count() as u64;
+        t.leaked_close_wait = t.leaked_close_wait.max(old);
+        let cbh = p.closed_but_held.unwrap_or(0);
+        t.last_closed_but_held = cbh;
+        if cbh > 0 {
+            let since = *t.closed_but_held_since.get_or_insert(now);
+            if now.saturating_sub(since) >= min_age_ms {
+                t.leaked_closed_but_held = t.leaked_closed_but_held.max(cbh);
+            }
+        } else {
+            t.closed_but_held_since = None;
+        }
+        let mine: Vec<Finding> = findings
+            .iter()
+            .filter(|f| f.pid == Some(p.pid))
+            .cloned()
+            .collect();
+        if !mine.is_empty() {
+            t.findings = mine;
+        }
+    }
+}
+
+fn render(
+    args: &RunArgs,
+    tracks: &BTreeMap<(u32, u64), Track>,
+    code: i32,
+    samples: u32,
+    secs: f64,
+    st: Style,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nsockleak run: {:?} ended with exit code {code} after {secs:.1} s; {} process(es) \
+         in {samples} samples every {:?}",
+        args.command.join(" "),
+        tracks.len(),
+        args.interval
+    );
+    let _ = writeln!(
+        out,
+        "  {:>7} {:>7} {:<15} {:>7} {:>7} {:>6} {:>6} {:>5} {:>12} {:>5} {:>5}",
+        "PID", "PPID", "COMM", "SAMPLES", "PEAK-CW", "CW", "ESTAB", "CBH", "FDS", "SOCK", "PIPE"
+    );
+    for t in tracks.values() {
+        let s = |x: TcpState| t.last_states.get(&x).copied().unwrap_or(0);
+        let fds = format!("{}→{}", t.first_fds, t.last_fds);
+        let _ = writeln!(
+            out,
+            "  {:>7} {:>7} {:<15} {:>7} {:>7} {:>6} {:>6} {:>5} {:>12} {:>5} {:>5}{}",
+            t.pid,
+            t.ppid,
+            crate::output::truncate(&t.comm, 15),
+            t.samples,
+            t.peak_close_wait,
+            s(TcpState::CloseWait),
+            s(TcpState::Established),
+            t.last_closed_but_held,
+            fds,
+            t.last_kinds.socket,
+            t.last_kinds.pipe,
+            if t.alive_at_end {
+                "  (still running)"
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  (CW, ESTAB, CBH, SOCK, PIPE: at each process's last sample; FDS: first → last)"
+    );
+    let mut leaks = 0;
+    for t in tracks.values() {
+        let l = t.leaks(args.max_fd_growth);
+        if l.is_empty() {
+            continue;
+        }
+        leaks += 1;
+        let _ = writeln!(
+            out,
+            "{} {} (pid {}, {}): {}",
+            st.red("LEAK"),
+            t.comm,
+            t.pid,
+            crate::output::truncate(&t.cmdline, 60),
+            l.join("; ")
+        );
+        for f in &t.findings {
+            let _ = writeln!(out, "  {} {}: {}", f.severity, f.kind, f.summary);
+            if !f.advice.is_empty() {
+                let _ = writeln!(out, "    {}", f.advice);
+            }
+        }
+    }
+    let left: Vec<String> = tracks
+        .values()
+        .filter(|t| t.alive_at_end)
+        .map(|t| format!("{} (pid {})", t.comm, t.pid))
+        .collect();
+    if !left.is_empty() {
+        let _ = writeln!(
+            out,
+            "note: still running after the command ended (not stopped): {}",
+            left.join(", ")
+        );
+    }
+    let verdict = match (leaks, args.fail_on_leak) {
+        (0, _) => format!("no leak seen; exit code {code} passed through"),
+        (n, true) => format!("leak seen in {n} process(es): exit 1 (--fail-on-leak)"),
+        (n, false) => format!(
+            "leak seen in {n} process(es); exit code {code} passed through (use \
+             --fail-on-leak to fail)"
+        ),
+    };
+    let _ = writeln!(out, "sockleak run: {verdict}");
+    out
+}

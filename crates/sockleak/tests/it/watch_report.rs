@@ -1,0 +1,267 @@
+//! Recording and reporting: `watch --record` writes the same schema-valid
+//! lines as `--jsonl`, `sockleak report` sums them up and draws an SVG chart
+//! (checked to be well-formed XML with the leaker's series); `--plain` shows
+//! what changed; a closed pipe ends watch quietly; the help texts are pinned.
+
+use crate::support::{repo_root, run, sockleak, validate_schema};
+use crate::watch_support::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("sockleak-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+#[test]
+fn watch_record_then_report_renders_a_chart_of_the_leak() {
+    let p = peer(
+        "close-wait",
+        &["--every", "0.1", "--max", "100", "--max-time", "30"],
+    );
+    let pid = peer_pid(&p);
+    let pid_s = pid.to_string();
+    let dir = temp_dir("report");
+    let rec = dir.join("incident.jsonl");
+    let rec_s = rec.to_str().expect("utf-8").to_string();
+    let lines = watch_jsonl(
+        &[
+            "--interval",
+            "300ms",
+            "--count",
+            "8",
+            "--pid",
+            &pid_s,
+            "--record",
+            &rec_s,
+        ],
+        Duration::from_secs(30),
+    );
+    let recorded = std::fs::read_to_string(&rec).expect("recording");
+    assert_eq!(
+        recorded.lines().count(),
+        lines.len(),
+        "one recorded line per sample"
+    );
+    for l in recorded.lines() {
+        validate_schema(
+            &serde_json::from_str(l).expect("JSON"),
+            "watch-v1.schema.json",
+        );
+    }
+
+    let svg = dir.join("chart.svg");
+    let svg_s = svg.to_str().expect("utf-8").to_string();
+    let (code, out, err) = run(&["report", &rec_s, "--svg", &svg_s]);
+    assert_eq!(code, 0, "report failed: {err}");
+    assert!(out.contains("8 samples every 300 ms"), "{out}");
+    assert!(out.contains("close_wait_leak"), "{out}");
+    assert!(out.contains(&format!("(pid {pid})")), "{out}");
+    assert!(out.contains("[active]"), "{out}");
+
+    // Well-formed XML, with the leaker's CLOSE_WAIT and fd series of 8 points
+    // (checked by Python's XML parser, independent of the writer).
+    let check = r#"
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+ns = "{http://www.w3.org/2000/svg}"
+assert root.tag == ns + "svg", root.tag
+for el in root.iter(ns + "polyline"):
+    print(el.get("data-series"), len(el.get("points").split()))
+"#;
+    let py = Command::new("python3")
+        .args(["-c", check, &svg_s])
+        .output()
+        .expect("python3");
+    assert!(
+        py.status.success(),
+        "SVG is not well-formed: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let series = String::from_utf8_lossy(&py.stdout).to_string();
+    let cw = format!("(pid {pid}) CLOSE_WAIT 8");
+    assert!(series.lines().any(|l| l.ends_with(&cw)), "{series}");
+    assert!(
+        series
+            .lines()
+            .any(|l| l.contains(&format!("(pid {pid}) fds")) && l.ends_with(" 8")),
+        "{series}"
+    );
+    assert!(
+        series.contains("host: TCP sockets by state CLOSE_WAIT"),
+        "{series}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn watch_report_rejects_what_is_not_a_recording() {
+    let dir = temp_dir("report-bad");
+    let f = dir.join("not.jsonl");
+    std::fs::write(&f, "hello\n{\"schema\":\"other\"}\n").expect("write");
+    let (code, _, err) = run(&["report", f.to_str().expect("utf-8"), "--no-chart"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no sockleak.watch/v1 lines"), "{err}");
+    let (code, _, err) = run(&["report", "/nonexistent/rec.jsonl"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("open /nonexistent/rec.jsonl"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn watch_plain_shows_only_what_changed() {
+    let p = peer(
+        "close-wait",
+        &["--every", "0.1", "--max", "100", "--max-time", "30"],
+    );
+    let pid = peer_pid(&p);
+    let pid_s = pid.to_string();
+    let (code, out, err) = run(&[
+        "watch",
+        "--plain",
+        "--interval",
+        "300ms",
+        "--count",
+        "8",
+        "--pid",
+        &pid_s,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].contains("watching every 300 ms"), "{out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("(pid {pid}): CLOSE_WAIT")) && l.contains("(+")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("NEW WARNING close_wait_leak")
+                || l.contains("NEW CRITICAL close_wait_leak")),
+        "{out}"
+    );
+    // Nothing about other processes: --pid narrows the view.
+    assert!(
+        lines
+            .iter()
+            .skip(1)
+            .all(|l| !l.contains("(pid ") || l.contains(&format!("(pid {pid})"))),
+        "{out}"
+    );
+}
+
+#[test]
+fn watch_stops_quietly_when_the_reader_goes_away() {
+    let mut child = sockleak()
+        .args(["watch", "--jsonl", "--interval", "200ms", "--count", "100"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sockleak");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read");
+    assert!(line.contains("sockleak.watch/v1"));
+    // The reader (and the pipe) are gone now.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("watch kept running after its reader left");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn watch_and_report_help_match_snapshots_and_bad_flags_exit_2() {
+    for (name, args) in [
+        ("watch-help.txt", ["watch", "--help"]),
+        ("report-help.txt", ["report", "--help"]),
+    ] {
+        let (code, out, _) = run(&args);
+        assert_eq!(code, 0);
+        let path = repo_root()
+            .join("crates/sockleak/tests/it/snapshots")
+            .join(name);
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&path, &out).expect("write snapshot");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("read {}: {e} (run with UPDATE_SNAPSHOTS=1)", path.display())
+        });
+        assert_eq!(
+            expected, out,
+            "{name} changed; rerun with UPDATE_SNAPSHOTS=1 and review"
+        );
+    }
+    for args in [
+        vec!["watch", "--interval", "10ms"],
+        vec!["watch", "--interval", "fast"],
+        vec!["watch", "--count", "0"],
+        vec!["watch", "--count", "3", "--duration", "1s"],
+        vec!["watch", "--jsonl", "--plain"],
+    ] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn watch_stops_on_sigterm_and_keeps_the_recording() {
+    let dir = temp_dir("sigterm");
+    let rec = dir.join("r.jsonl");
+    let mut child = sockleak()
+        .args(["watch", "--jsonl", "--interval", "200ms", "--record"])
+        .arg(&rec)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sockleak");
+    // Keep reading (an open pipe) while it is stopped: it must end by the
+    // signal, not by a broken pipe.
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    for _ in 0..2 {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read");
+        assert!(line.contains("sockleak.watch/v1"), "{line}");
+    }
+    // SAFETY: kill(2) on the pid of the child this test started.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("watch ignored SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(reader);
+    assert_eq!(status.code(), Some(0), "{status}");
+    let text = std::fs::read_to_string(&rec).expect("recording");
+    assert!(text.lines().count() >= 2, "{text}");
+    for l in text.lines() {
+        validate_schema(
+            &serde_json::from_str(l).expect("JSON"),
+            "watch-v1.schema.json",
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
