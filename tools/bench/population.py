@@ -21,7 +21,12 @@ TIME_WAIT lasts 60 s: it is created last, in "generations"; the runner
 destroys a generation (SOCK_DESTROY through `ss -K`, restricted to the
 benchmark's client block; it falls back to waiting for expiry) and creates
 the next one whenever a measurement would not finish inside the current
-generation's 60 s.
+generation's 60 s. A generation is exact: TIME_WAIT sockets that a kernel
+race ends early (see tw_create) are made again.
+
+The population is checked with `ss -tan` in every namespace: exact count per
+state, and the summed Recv-Q of CLOSE_WAIT (a FIN counts 1, plus the unread
+bytes). Teardown closes every socket with a RST and stops every worker by pid.
 """
 import json
 import os

@@ -10,14 +10,17 @@ Started by tools/bench/population.py (never by hand), one process per role:
             scw            hold it; the client closed   -> CLOSE_WAIT (server side)
             fw2            hold it; the client did
                            shutdown(SHUT_WR)            -> CLOSE_WAIT (server side)
-            ccw            write N bytes, close         -> the client's socket is
+            ccw            write N bytes (1..200), then
+                           shut down and close          -> the client's socket is
                                                            CLOSE_WAIT with N unread
             tw             wait for the client's FIN, then close: the client,
                            the active closer, ends in TIME_WAIT
   client  connects on command from its own 127.x.y.z source address:
             estab, estab6, ccw  hold it
             fw2            shutdown(SHUT_WR), hold it   -> FIN_WAIT2 (owned, no timer)
-            scw, tw        close it
+            scw            shut down and close it
+            tw             close it at once
+  Clients bind their source ports themselves (class Ports).
 
 The sockets closed on purpose in scw (client) and ccw (server) are first
 shut down for writing and closed only once the peer has acknowledged the

@@ -5,7 +5,6 @@ use super::netns_label;
 use super::style::Style;
 use sockleak_model::{Snapshot, TcpState};
 use std::collections::HashMap;
-use std::fmt::Write;
 
 /// Renders every socket of the snapshot.
 pub fn render(snap: &Snapshot, st: Style) -> String {
@@ -70,49 +69,43 @@ pub fn render(snap: &Snapshot, st: Style) -> String {
         }
     }
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{}",
-        st.bold(&format!(
-            "{:<w0$} {:>w1$} {:>w2$} {:<w3$} {:<w4$} {:<w5$} {}",
-            header[0],
-            header[1],
-            header[2],
-            header[3],
-            header[4],
-            header[5],
-            header[6],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3],
-            w4 = w[4],
-            w5 = w[5]
-        ))
-    );
+    let header: [String; 7] = header.map(str::to_string);
+    out.push_str(&st.bold(&format_row(&header, &w)));
+    out.push('\n');
     for (r, s) in rows.iter().zip(&snap.sockets) {
-        let state = format!("{:<w0$}", r[0], w0 = w[0]);
-        let state = if s.state == TcpState::CloseWait {
-            st.red(&state)
+        let line = format_row(r, &w);
+        // Colour after padding, so escape codes do not upset the widths.
+        if s.state == TcpState::CloseWait {
+            let (state, rest) = line.split_at(w[0]);
+            out.push_str(&st.red(state));
+            out.push_str(rest);
         } else {
-            state
-        };
-        let _ = writeln!(
-            out,
-            "{} {:>w1$} {:>w2$} {:<w3$} {:<w4$} {:<w5$} {}",
-            state,
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            r[6],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3],
-            w4 = w[4],
-            w5 = w[5]
-        );
+            out.push_str(&line);
+        }
+        out.push('\n');
     }
     out
+}
+
+/// One line: state, queues (right-aligned, as ss), addresses, namespace and
+/// cookie padded to `w`, then the owners unpadded.
+fn format_row(r: &[String; 7], w: &[usize; 6]) -> String {
+    format!(
+        "{:<w0$} {:>w1$} {:>w2$} {:<w3$} {:<w4$} {:<w5$} {}",
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        w0 = w[0],
+        w1 = w[1],
+        w2 = w[2],
+        w3 = w[3],
+        w4 = w[4],
+        w5 = w[5]
+    )
+    .trim_end()
+    .to_string()
 }
