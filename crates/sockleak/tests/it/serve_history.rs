@@ -17,7 +17,9 @@ fn a_growing_leak_gets_a_rate_and_an_fd_eta() {
     let peer = growing_peer();
     let pid = peer.pid("server").to_string();
     let p = pid.as_str();
-    let exporter = Exporter::start(&["--interval", "1s", "--min-age", "0", "--process", "python"]);
+    // --pid: other tests run in parallel (one with 500 python processes), and
+    // the exporter's process cap must not fold this peer into `other`.
+    let exporter = Exporter::start(&["--interval", "1s", "--min-age", "0", "--pid", p]);
     let mut text = String::new();
     exporter.wait_until(
         Duration::from_secs(40),
@@ -68,8 +70,8 @@ fn without_history_there_are_no_rates() {
         "--min-age",
         "0",
         "--no-history",
-        "--process",
-        "python",
+        "--pid",
+        &pid,
     ]);
     let mut text = String::new();
     exporter.wait_until(

@@ -249,8 +249,18 @@ fn promtool_accepts_the_metrics_and_the_shipped_rules() {
     }
     let root = repo_root();
     let peer = Peer::population(&["--small"]);
-    let exporter = Exporter::start(&["--interval", "1s", "--min-age", "0", "--label-cmdline"]);
     let pid = peer.pid("server").to_string();
+    // --pid: tests running in parallel must not push the peer past the
+    // exporter's process cap (it would be folded into `other`).
+    let exporter = Exporter::start(&[
+        "--interval",
+        "1s",
+        "--min-age",
+        "0",
+        "--label-cmdline",
+        "--pid",
+        &pid,
+    ]);
     exporter.wait_until(Duration::from_secs(20), "the peer's leak", || {
         value_of(&exporter.metrics(), "sockleak_finding", &[("pid", &pid)]).is_some()
     });
