@@ -130,7 +130,7 @@ fn watch_tui_in_tmux_shows_the_leak_on_top_and_restores_the_terminal() {
     let leak_s = leak_pid.to_string();
     let screen = tmux.wait_for(
         "the leaker on top with a warning",
-        Duration::from_secs(20),
+        Duration::from_secs(45),
         |s| {
             first_row(s)
                 .is_some_and(|r| r.contains(&leak_s) && (r.contains("WARN") || r.contains("CRIT")))
