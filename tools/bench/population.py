@@ -235,11 +235,12 @@ class Population:
         for ns in self.namespaces:  # source ports per client (worker.Ports) and fds per worker
             p = self.plan[ns]
             for i in range(self.pairs[ns]):
-                client = sum(p[k][i] for k in ("estab", "ccw", "fw2", "scw"))
+                ports = sum(p[k][i] for k in ("estab", "ccw", "fw2", "scw"))  # IPv4, never reused
+                client = p["estab"][i] + p["estab6"][i] + p["ccw"][i] + p["fw2"][i]
                 server = p["estab"][i] + p["estab6"][i] + p["scw"][i] + p["fw2"][i] + 6
-                if client > 60000 or max(client, server) > 19000 or p["tw"][i] > 30000:
-                    raise BenchError("too many sockets per worker (%d): use more processes (--processes)"
-                                     % max(client, server))
+                if ports > 60000 or max(client, server) > 19000 or p["tw"][i] > 30000:
+                    raise BenchError("too many sockets per worker (%d fds, %d source ports): use more "
+                                     "processes (--processes)" % (max(client, server), ports))
 
     def expected(self, ns):
         """(states, owned) per state for namespace ns: what every tool must show."""
