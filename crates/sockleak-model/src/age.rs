@@ -165,28 +165,21 @@ pub fn human_duration(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::socket::{Endpoint, Family, TcpInfo};
+    use crate::socket::{Endpoint, TcpInfo};
     use std::net::{IpAddr, Ipv4Addr};
 
     fn sock(state: TcpState) -> Socket {
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
         Socket {
-            state,
-            family: Family::Inet,
-            local: Endpoint::new(lo, 9530),
-            remote: Endpoint::new(lo, 40000),
             recv_q: 1,
-            send_q: 0,
-            cookie: Cookie(7),
             inode: 1,
-            uid: 0,
             netns: 1,
-            timer: Timer::Off,
-            timer_expires_ms: 0,
-            retrans: 0,
-            tcp_info: None,
-            mem: None,
-            owners: Vec::new(),
+            ..Socket::new(
+                Cookie(7),
+                state,
+                Endpoint::new(lo, 9530),
+                Endpoint::new(lo, 40000),
+            )
         }
     }
 

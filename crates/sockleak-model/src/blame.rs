@@ -186,7 +186,7 @@ impl PeerTally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::socket::{Cookie, Family, Timer};
+    use crate::socket::{Cookie, Family};
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     fn proc(pid: u32, start: u64) -> Process {
@@ -209,22 +209,10 @@ mod tests {
 
     fn sock(state: TcpState, local: Endpoint, remote: Endpoint, owners: Vec<Owner>) -> Socket {
         Socket {
-            state,
-            family: Family::Inet,
-            local,
-            remote,
-            recv_q: 0,
-            send_q: 0,
-            cookie: Cookie(1),
             inode: 1,
-            uid: 0,
             netns: 1,
-            timer: Timer::Off,
-            timer_expires_ms: 0,
-            retrans: 0,
-            tcp_info: None,
-            mem: None,
             owners,
+            ..Socket::new(Cookie(1), state, local, remote)
         }
     }
 

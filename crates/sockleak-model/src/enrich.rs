@@ -741,7 +741,7 @@ mod tests {
     use super::*;
     use crate::host::{Namespace, PortRange};
     use crate::process::Process;
-    use crate::socket::{Endpoint, Family, Owner, Socket, TcpInfo, Timer};
+    use crate::socket::{Endpoint, Owner, Socket, TcpInfo};
     use std::net::{IpAddr, Ipv4Addr};
 
     const T0: u64 = 1_700_000_000_000;
@@ -753,23 +753,12 @@ mod tests {
 
     fn sock(cookie: u64, state: TcpState, local: u16, remote: u16, owner: Option<u32>) -> Socket {
         Socket {
-            state,
-            family: Family::Inet,
-            local: lo(local),
-            remote: lo(remote),
             recv_q: 1,
-            send_q: 0,
-            cookie: Cookie(cookie),
             inode: if owner.is_some() { cookie } else { 0 },
-            uid: 0,
             netns: 1,
-            timer: Timer::Off,
-            timer_expires_ms: 0,
-            retrans: 0,
             // The kernel says these CLOSE_WAIT sockets are fresh (0 ms since
             // the FIN): only history can age them.
             tcp_info: Some(TcpInfo::default()),
-            mem: None,
             owners: owner
                 .map(|pid| {
                     vec![Owner {
@@ -779,6 +768,7 @@ mod tests {
                     }]
                 })
                 .unwrap_or_default(),
+            ..Socket::new(Cookie(cookie), state, lo(local), lo(remote))
         }
     }
 

@@ -608,7 +608,7 @@ mod tests {
     use super::*;
     use crate::group::Role;
     use crate::process::Process;
-    use crate::socket::{Family, Owner, Timer};
+    use crate::socket::Owner;
     use std::net::Ipv4Addr;
 
     const T0: u64 = 1_700_000_000_000;
@@ -619,21 +619,9 @@ mod tests {
 
     fn sock(cookie: u64, state: TcpState, local: u16, remote: u16, pid: Option<u32>) -> Socket {
         Socket {
-            state,
-            family: Family::Inet,
-            local: lo(local),
-            remote: lo(remote),
             recv_q: 1,
-            send_q: 0,
-            cookie: Cookie(cookie),
             inode: if pid.is_some() { cookie } else { 0 },
-            uid: 0,
             netns: 1,
-            timer: Timer::Off,
-            timer_expires_ms: 0,
-            retrans: 0,
-            tcp_info: None,
-            mem: None,
             owners: pid
                 .map(|pid| {
                     vec![Owner {
@@ -643,6 +631,7 @@ mod tests {
                     }]
                 })
                 .unwrap_or_default(),
+            ..Socket::new(Cookie(cookie), state, lo(local), lo(remote))
         }
     }
 

@@ -448,7 +448,7 @@ fn plural(n: i64, word: &str) -> String {
 mod tests {
     use super::*;
     use crate::process::Process;
-    use crate::socket::{Cookie, Endpoint, Family, Owner, Socket, Timer};
+    use crate::socket::{Cookie, Endpoint, Owner, Socket};
     use std::net::{IpAddr, Ipv4Addr};
 
     fn ep(port: u16) -> Endpoint {
@@ -457,26 +457,14 @@ mod tests {
 
     fn sock(cookie: u64, state: TcpState, local: u16, remote: u16, pid: u32) -> Socket {
         Socket {
-            state,
-            family: Family::Inet,
-            local: ep(local),
-            remote: ep(remote),
-            recv_q: 0,
-            send_q: 0,
-            cookie: Cookie(cookie),
             inode: cookie,
-            uid: 0,
             netns: 1,
-            timer: Timer::Off,
-            timer_expires_ms: 0,
-            retrans: 0,
-            tcp_info: None,
-            mem: None,
             owners: vec![Owner {
                 pid,
                 fd: 3,
                 inherited: false,
             }],
+            ..Socket::new(Cookie(cookie), state, ep(local), ep(remote))
         }
     }
 

@@ -291,6 +291,34 @@ pub struct Socket {
 }
 
 impl Socket {
+    /// A socket with only its identity, state and endpoints: queues, inode,
+    /// uid, namespace and timer zero, no tcp_info, no owners; the family
+    /// follows the local address. Builders (the decoders' fallbacks, tests)
+    /// start from it and set what they know.
+    pub fn new(cookie: Cookie, state: TcpState, local: Endpoint, remote: Endpoint) -> Socket {
+        Socket {
+            state,
+            family: match local.ip {
+                IpAddr::V4(_) => Family::Inet,
+                IpAddr::V6(_) => Family::Inet6,
+            },
+            local,
+            remote,
+            recv_q: 0,
+            send_q: 0,
+            cookie,
+            inode: 0,
+            uid: 0,
+            netns: 0,
+            timer: Timer::Off,
+            timer_expires_ms: 0,
+            retrans: 0,
+            tcp_info: None,
+            mem: None,
+            owners: Vec::new(),
+        }
+    }
+
     /// Unread application data: Recv-Q minus the FIN that a CLOSE_WAIT socket
     /// counts until a read reaches it.
     pub fn unread_bytes(&self) -> u32 {
@@ -322,6 +350,21 @@ mod tests {
         );
         let ip6: Ipv6Addr = "::1".parse().expect("literal");
         assert_eq!(Endpoint::new(IpAddr::V6(ip6), 80).to_string(), "[::1]:80");
+    }
+
+    #[test]
+    fn new_socket_takes_its_family_from_the_local_address() {
+        let v4 = Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
+        let v6 = Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 1);
+        let s = Socket::new(Cookie(9), TcpState::Listen, v4, v4);
+        assert_eq!(
+            (s.family, s.cookie, s.inode, s.owners.len()),
+            (Family::Inet, Cookie(9), 0, 0)
+        );
+        assert_eq!(
+            Socket::new(Cookie(1), TcpState::Listen, v6, v6).family,
+            Family::Inet6
+        );
     }
 
     #[test]

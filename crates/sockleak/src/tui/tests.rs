@@ -10,8 +10,8 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use sockleak_model::enrich::{WatchConfig, Watcher};
 use sockleak_model::{
-    Cookie, Endpoint, Family, FdKinds, Filter, HostInfo, Namespace, Owner, Process, Snapshot,
-    Socket, TcpInfo, TcpState, Timer,
+    Cookie, Endpoint, FdKinds, Filter, HostInfo, Namespace, Owner, Process, Snapshot, Socket,
+    TcpInfo, TcpState,
 };
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -28,26 +28,16 @@ fn lo(port: u16) -> Endpoint {
 
 fn sock(cookie: u64, state: TcpState, local: u16, remote: u16, pid: u32) -> Socket {
     Socket {
-        state,
-        family: Family::Inet,
-        local: lo(local),
-        remote: lo(remote),
         recv_q: u32::from(state == TcpState::CloseWait),
-        send_q: 0,
-        cookie: Cookie(cookie),
         inode: cookie,
-        uid: 0,
         netns: 1,
-        timer: Timer::Off,
-        timer_expires_ms: 0,
-        retrans: 0,
         tcp_info: Some(TcpInfo::default()),
-        mem: None,
         owners: vec![Owner {
             pid,
             fd: 10 + (cookie % 1000) as u32,
             inherited: false,
         }],
+        ..Socket::new(Cookie(cookie), state, lo(local), lo(remote))
     }
 }
 
