@@ -8,6 +8,8 @@
 
 #![cfg(target_os = "linux")]
 
+#[cfg(feature = "bpf")]
+pub mod bpf;
 pub mod context;
 pub mod diag;
 pub mod netns;

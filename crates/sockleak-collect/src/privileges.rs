@@ -15,6 +15,8 @@ const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
 
 /// `NETLINK_SOCK_DIAG` from include/uapi/linux/netlink.h.
 const NETLINK_SOCK_DIAG: libc::c_int = 4;
@@ -46,6 +48,9 @@ pub struct Privileges {
     pub cap_sys_admin: bool,
     /// SOCK_DESTROY.
     pub cap_net_admin: bool,
+    /// With `cap_perfmon`: load the eBPF fd-table iterator (a tracing program).
+    pub cap_bpf: bool,
+    pub cap_perfmon: bool,
 }
 
 impl Privileges {
@@ -64,7 +69,17 @@ impl Privileges {
             cap_dac_read_search: has(CAP_DAC_READ_SEARCH),
             cap_sys_admin: has(CAP_SYS_ADMIN),
             cap_net_admin: has(CAP_NET_ADMIN),
+            cap_bpf: has(CAP_BPF),
+            cap_perfmon: has(CAP_PERFMON),
         }
+    }
+
+    /// Whether a tracing eBPF program (the fd-table iterator) may be loaded:
+    /// CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN which implies both. Checked
+    /// before trying, so an unprivileged scan does not pay for parsing the
+    /// kernel's BTF only to be refused.
+    pub fn can_load_tracing_bpf(&self) -> bool {
+        self.cap_sys_admin || (self.cap_bpf && self.cap_perfmon)
     }
 
     /// Whether the fd tables of every process can be read.
@@ -90,6 +105,7 @@ pub fn checks(proc_root: &Path) -> Vec<Check> {
         check_fd_tables(&p, proc_root),
         check_setns(&p),
         check_sock_diag(),
+        check_bpf_fd_table(&p),
         check_sock_destroy(&p),
         check_run_netns(Path::new("/run/netns")),
         check_pidfd_getfd(),
@@ -254,6 +270,57 @@ fn check_sock_diag() -> Check {
     }
 }
 
+/// The fast fd table: loads and reads the eBPF iterator once.
+fn check_bpf_fd_table(p: &Privileges) -> Check {
+    let name = "eBPF fd table (fast owners)";
+    #[cfg(feature = "bpf")]
+    {
+        if !p.can_load_tracing_bpf() {
+            return Check {
+                name,
+                ok: false,
+                detail: "no CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN): owners come from the \
+                         slower /proc fd walk"
+                    .to_string(),
+                fix: Some("run as root or grant CAP_BPF and CAP_PERFMON".to_string()),
+            };
+        }
+        match crate::bpf::read_fd_table() {
+            Ok(t) => Check {
+                name,
+                ok: true,
+                detail: format!(
+                    "task_file iterator read {} socket fds of {} processes",
+                    t.sockets.len(),
+                    t.processes.len()
+                ),
+                fix: None,
+            },
+            Err(e) => Check {
+                name,
+                ok: false,
+                detail: format!("{e}; owners come from the slower /proc fd walk"),
+                fix: Some(
+                    "a kernel >= 5.11 with BTF (CONFIG_DEBUG_INFO_BTF), in the initial pid \
+                     namespace; not needed for correct results"
+                        .to_string(),
+                ),
+            },
+        }
+    }
+    #[cfg(not(feature = "bpf"))]
+    {
+        let _ = p;
+        Check {
+            name,
+            ok: false,
+            detail: "built without the `bpf` feature: owners come from the /proc fd walk"
+                .to_string(),
+            fix: Some("build with the default features".to_string()),
+        }
+    }
+}
+
 fn check_sock_destroy(p: &Privileges) -> Check {
     Check {
         name: "SOCK_DESTROY (kill sockets)",
@@ -337,6 +404,13 @@ mod tests {
         assert!(p.cap_dac_read_search && p.cap_sys_ptrace);
         assert!(!p.cap_sys_admin && !p.cap_net_admin);
         assert!(p.can_read_all_fd_tables());
+        assert!(!p.can_load_tracing_bpf());
+        // CAP_PERFMON (38) + CAP_BPF (39), without CAP_SYS_ADMIN.
+        let bpf = Privileges::from_status(1000, "CapEff:\t000000c000000000\n");
+        assert!(bpf.cap_bpf && bpf.cap_perfmon && !bpf.cap_sys_admin);
+        assert!(bpf.can_load_tracing_bpf());
+        let only_bpf = Privileges::from_status(1000, "CapEff:\t0000008000000000\n");
+        assert!(!only_bpf.can_load_tracing_bpf());
         let none = Privileges::from_status(0, "CapEff:\tzz\n");
         assert_eq!(
             none,

@@ -21,10 +21,24 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Where the fd tables (socket inode → pid, fd; fd kinds) come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FdSource {
+    /// The eBPF iterator when it loads (root or CAP_BPF + CAP_PERFMON, BTF,
+    /// initial pid namespace), else the /proc walk.
+    #[default]
+    Auto,
+    /// Always the /proc walk (readlink of every /proc/PID/fd/N).
+    Proc,
+    /// The eBPF iterator; when it cannot load, the /proc walk, with a note.
+    Bpf,
+}
+
 /// How to scan.
 #[derive(Clone, Debug)]
 pub struct ScanOptions {
     pub filter: Filter,
+    pub fd_source: FdSource,
     /// Ask the kernel for tcp_info and memory info (needed for ages).
     pub want_info: bool,
     /// Threads for the /proc walk.
@@ -37,6 +51,7 @@ impl Default for ScanOptions {
     fn default() -> Self {
         ScanOptions {
             filter: Filter::default(),
+            fd_source: FdSource::Auto,
             want_info: true,
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -97,32 +112,38 @@ fn scan_unfiltered_with(
         states: StateSet(opts.filter.states.0 | TcpState::Listen.bit()),
         want_info: opts.want_info,
     };
-    let proc_opts = ProcOptions {
+    let mut proc_opts = ProcOptions {
         proc_root: opts.proc_root.clone(),
         threads: opts.threads.max(1),
-        // Every process is walked even under --pid: the other holders of a
+        // Every process is read even under --pid: the other holders of a
         // shared socket and the peer at the other end of a leak are part of
         // the diagnosis of the selected process.
         pids: None,
         walk_fds: true,
     };
 
-    let (dumps, procs) = std::thread::scope(|s| {
-        let dumper = s.spawn(|| {
-            entries
-                .iter()
-                .map(|e| dump_namespace(e, &req))
-                .collect::<Vec<_>>()
-        });
+    // Loaded before the dumps start (the load is the slow part: BTF parse and
+    // verifier), so the fd table is read while the dumps run, as close to
+    // them in time as the walk would be.
+    let mut reader = match cache {
+        Some(_) => None,
+        None => bpf_reader(opts, &mut snap.partial),
+    };
+    let (mut dumps, procs) = std::thread::scope(|s| {
+        let dumper = s.spawn(|| dump_namespaces(&entries, &req, opts.threads));
         let procs = match cache.as_deref_mut() {
             Some(c) => procfs::cache::scan_processes_cached(&proc_opts, c),
-            None => procfs::scan_processes(&proc_opts),
+            None => collect_processes(reader.as_mut(), &mut proc_opts, &mut snap.partial),
         };
         let dumps = dumper.join().unwrap_or_default();
         (dumps, procs)
     });
+    if let Some(r) = reader {
+        bpf_reader_done(r);
+    }
 
-    let mut sockets = Vec::new();
+    let mut sockets =
+        concat_largest_first(dumps.iter_mut().map(|d| std::mem::take(&mut d.sockets)));
     let mut scanned_ns = HashSet::new();
     for d in dumps {
         if d.ns.scanned {
@@ -130,14 +151,13 @@ fn scan_unfiltered_with(
         }
         merge_notes(&mut snap.partial, d.notes);
         snap.namespaces.push(d.ns);
-        sockets.extend(d.sockets);
     }
     inherit_host_globals(&mut snap.namespaces);
     let mut procs = procs;
     if let Some(c) = cache.as_deref_mut() {
         // A reused fd map whose TCP sockets left the dump is stale (a socket
         // closed and another opened at the same fd count): walk it again.
-        let dumped: HashSet<u64> = sockets
+        let dumped: rustc_hash::FxHashSet<u64> = sockets
             .iter()
             .map(|s| s.inode)
             .filter(|i| *i != 0)
@@ -179,6 +199,23 @@ fn scan_unfiltered_with(
     snap.sockets = sockets;
     snap.processes = processes;
     snap
+}
+
+/// One Vec from the per-namespace dumps without holding the table twice: the
+/// largest grows in place (a large allocation is grown by `mremap`, not
+/// copied) and the smaller ones are appended and freed one by one.
+fn concat_largest_first(parts: impl Iterator<Item = Vec<Socket>>) -> Vec<Socket> {
+    let mut parts: Vec<Vec<Socket>> = parts.collect();
+    let total = parts.iter().map(Vec::len).sum::<usize>();
+    let Some(big) = (0..parts.len()).max_by_key(|&i| parts.get(i).map_or(0, Vec::len)) else {
+        return Vec::new();
+    };
+    let mut all = parts.swap_remove(big);
+    all.reserve_exact(total - all.len());
+    for mut p in parts {
+        all.append(&mut p);
+    }
+    all
 }
 
 /// Scans the host and keeps only what the filter asks for.
@@ -262,6 +299,222 @@ fn select_namespaces(
         .collect()
 }
 
+/// Processes and their fd tables for a one-off scan: from the eBPF iterator
+/// when a reader is loaded (one read of every fd table, about eight times
+/// less CPU than the walk), with only the cheap per-process files from /proc;
+/// else the /proc walk reads every fd link.
+fn collect_processes(
+    reader: Option<&mut Reader>,
+    proc_opts: &mut ProcOptions,
+    notes: &mut Vec<PartialNote>,
+) -> procfs::ProcScan {
+    if let Some(table) = reader.and_then(|r| read_bpf_fd_table(r, notes)) {
+        proc_opts.walk_fds = false;
+        let mut scan = procfs::scan_processes(proc_opts);
+        let missing = merge_bpf_fd_table(&mut scan, table);
+        proc_opts.walk_fds = true;
+        if !missing.is_empty() {
+            // Not in the table but holding fds: started after the read, or a
+            // task the iterator did not show. The walk reads them (and labels
+            // what it cannot read) as it would without eBPF.
+            let walked = procfs::scan_processes(&ProcOptions {
+                pids: Some(missing),
+                ..proc_opts.clone()
+            });
+            let again: HashSet<u32> = walked.processes.iter().map(|p| p.pid).collect();
+            scan.processes.retain(|p| !again.contains(&p.pid));
+            scan.processes.extend(walked.processes);
+            scan.processes.sort_unstable_by_key(|p| p.pid);
+            scan.socket_fds.extend(walked.socket_fds);
+            merge_notes(&mut scan.notes, walked.notes);
+        }
+        return scan;
+    }
+    procfs::scan_processes(proc_opts)
+}
+
+#[cfg(feature = "bpf")]
+type Reader = crate::bpf::FdTableReader;
+
+/// The loaded iterator, kept for the life of the process: `serve` and other
+/// repeated scans pay the load (BTF parse, verifier: ~50 ms) once. A load
+/// that failed is remembered too (no BTF does not come back).
+#[cfg(feature = "bpf")]
+static READER: std::sync::Mutex<Option<Result<Reader, String>>> = std::sync::Mutex::new(None);
+
+/// The reader for this scan, or `None` for the /proc walk: [`FdSource`]
+/// allows it, this is the real /proc (a fixture tree's processes are not the
+/// kernel's), the privileges are there (an unprivileged scan does not pay
+/// for parsing BTF only to be refused) and it loads.
+#[cfg(feature = "bpf")]
+fn bpf_reader(opts: &ScanOptions, notes: &mut Vec<PartialNote>) -> Option<Reader> {
+    if opts.fd_source == FdSource::Proc || opts.proc_root != std::path::Path::new("/proc") {
+        return None;
+    }
+    if opts.fd_source == FdSource::Auto && !crate::privileges::probe().can_load_tracing_bpf() {
+        return None;
+    }
+    let mut slot = READER.lock().unwrap_or_else(|p| p.into_inner());
+    let got = match slot.take() {
+        Some(Ok(r)) => Ok(r),
+        Some(Err(e)) => Err(e),
+        // Two scans at once in one process: the second loads its own.
+        None => Reader::new().map_err(|e| e.to_string()),
+    };
+    match got {
+        Ok(r) => Some(r),
+        Err(e) => {
+            *slot = Some(Err(e.clone()));
+            bpf_fallback_note(opts, notes, &e);
+            None
+        }
+    }
+}
+
+#[cfg(feature = "bpf")]
+fn bpf_reader_done(r: Reader) {
+    *READER.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ok(r));
+}
+
+#[cfg(feature = "bpf")]
+fn read_bpf_fd_table(r: &mut Reader, notes: &mut Vec<PartialNote>) -> Option<crate::bpf::FdTable> {
+    match r.read() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            add_note(
+                notes,
+                PartialKind::Error,
+                "eBPF fd table",
+                &format!("{e}; used the /proc fd walk instead"),
+                None,
+            );
+            None
+        }
+    }
+}
+
+/// Auto falls back quietly (doctor says why); an explicit `--fd-source bpf`
+/// is told.
+fn bpf_fallback_note(opts: &ScanOptions, notes: &mut Vec<PartialNote>, why: &str) {
+    if opts.fd_source == FdSource::Bpf {
+        add_note(
+            notes,
+            PartialKind::Unsupported,
+            "eBPF fd table",
+            &format!("{why}; used the /proc fd walk instead (same results, slower)"),
+            None,
+        );
+    }
+}
+
+/// Stands for the iterator in a build without eBPF (never constructed).
+#[cfg(not(feature = "bpf"))]
+enum Reader {}
+
+#[cfg(not(feature = "bpf"))]
+fn bpf_reader(opts: &ScanOptions, notes: &mut Vec<PartialNote>) -> Option<Reader> {
+    bpf_fallback_note(opts, notes, "built without the `bpf` feature");
+    None
+}
+
+#[cfg(not(feature = "bpf"))]
+fn bpf_reader_done(r: Reader) {
+    match r {}
+}
+
+#[cfg(not(feature = "bpf"))]
+fn read_bpf_fd_table(r: &mut Reader, _: &mut Vec<PartialNote>) -> Option<NoTable> {
+    match *r {}
+}
+
+/// Stands for the fd table in a build without eBPF (never constructed).
+#[cfg(not(feature = "bpf"))]
+enum NoTable {}
+
+#[cfg(not(feature = "bpf"))]
+fn merge_bpf_fd_table(_: &mut procfs::ProcScan, t: NoTable) -> Vec<u32> {
+    match t {}
+}
+
+/// Puts the iterator's fd kinds and TCP socket fds into a /proc scan made
+/// without the fd walk. Returns the processes missing from the table although
+/// `stat(/proc/PID/fd)` counts fds (started after the read, or not shown by
+/// the iterator): the caller walks those. Missing with no fds (kernel
+/// threads) is simply zero.
+#[cfg(feature = "bpf")]
+fn merge_bpf_fd_table(scan: &mut procfs::ProcScan, table: crate::bpf::FdTable) -> Vec<u32> {
+    let mut missing = Vec::new();
+    for p in &mut scan.processes {
+        match table.kinds(p.pid) {
+            Some(k) => {
+                p.fd_count = Some(k.total());
+                p.fds = Some(k);
+            }
+            None if p.fd_count == Some(0) => p.fds = Some(sockleak_model::FdKinds::default()),
+            None => missing.push(p.pid),
+        }
+    }
+    // Only TCP sockets can join a TCP dump row; a socket without `sk` (being
+    // torn down, family 0) is kept for the closed-but-held check, which asks
+    // the kernel for its protocol. A holder that exited before /proc was
+    // listed is dropped, as the walk would never have seen it: owners always
+    // name a process of the snapshot.
+    let listed: HashSet<u32> = scan.processes.iter().map(|p| p.pid).collect();
+    scan.socket_fds = table
+        .sockets
+        .iter()
+        .filter(|s| listed.contains(&s.pid))
+        .filter(|s| {
+            s.family == 0
+                || (s.protocol == libc::IPPROTO_TCP as u16
+                    && (s.family == libc::AF_INET as u16 || s.family == libc::AF_INET6 as u16))
+        })
+        .map(|s| s.socket_fd())
+        .collect();
+    missing
+}
+
+/// Dumps every namespace, up to `threads` at a time (each dump runs on its own
+/// thread inside its namespace, so they proceed in parallel when cores are
+/// free; the kernel walks the whole established hash once per namespace and
+/// family, so several namespaces cost several walks). Results keep the order
+/// of `entries`.
+fn dump_namespaces(entries: &[NsEntry], req: &DumpRequest, threads: usize) -> Vec<NsDump> {
+    let workers = threads.clamp(1, entries.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let run = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(e) = entries.get(i) else { break };
+            done.push((i, dump_namespace(e, req)));
+        }
+        done
+    };
+    let mut all: Vec<(usize, NsDump)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..workers)
+            .filter_map(|i| {
+                // A thread that cannot be spawned means fewer workers: this
+                // one drains the shared index too.
+                std::thread::Builder::new()
+                    .name(format!("sockleak-dump-{i}"))
+                    .spawn_scoped(s, run)
+                    .ok()
+            })
+            .collect();
+        let mut all = run();
+        for h in handles {
+            match h.join() {
+                Ok(d) => all.extend(d),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all
+    });
+    all.sort_unstable_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, d)| d).collect()
+}
+
 /// Dumps one namespace from a thread inside it, with its sysctls and counters.
 fn dump_namespace(entry: &NsEntry, req: &DumpRequest) -> NsDump {
     let mut ns = Namespace::new(entry.id);
@@ -275,7 +528,13 @@ fn dump_namespace(entry: &NsEntry, req: &DumpRequest) -> NsDump {
         let mut notes = Vec::new();
         let mut ns_inside = ns.clone();
         context::read_namespace_context(&mut ns_inside, &mut notes);
+        // Sized from the namespace's own counters (plus churn): a doubling
+        // Vec would hold up to twice the table at its last growth.
         let mut sockets = Vec::new();
+        if let Some(st) = &ns_inside.sockstat {
+            let n = st.tcp_inuse + st.tcp6_inuse + st.tcp_tw;
+            sockets.reserve_exact(usize::try_from(n + n / 16 + 64).unwrap_or(0));
+        }
         match diag::dump(entry.id, req, &mut sockets) {
             Ok(stats) => {
                 if stats.malformed > 0 {
@@ -355,6 +614,15 @@ fn attach_owners(sockets: &mut [Socket], socket_fds: &mut [SocketFd]) -> Vec<Soc
             continue;
         }
         let start = socket_fds.partition_point(|f| f.inode < s.inode);
+        let run = socket_fds
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|f| f.inode == s.inode)
+            .count();
+        // Exact: a socket nearly always has one holder, and a growing Vec
+        // would allocate room for four.
+        s.owners.reserve_exact(run);
         let mut i = start;
         while i < socket_fds.len() && socket_fds[i].inode == s.inode {
             s.owners.push(Owner {

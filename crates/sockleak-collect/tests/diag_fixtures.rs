@@ -8,11 +8,11 @@
 
 mod live_env;
 
+use rustc_hash::FxHashSet as HashSet;
 use sockleak_collect::diag::wire::{DiagSocket, RECV_BUF_LEN};
 use sockleak_collect::diag::{self, BatchEnd, DumpRequest, DumpStats};
 use sockleak_collect::netns::{discover, run_in};
 use sockleak_model::{Family, Socket, StateSet, TcpState};
-use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::FromRawFd;
@@ -47,7 +47,7 @@ fn datagrams(family: &str) -> Vec<Vec<u8>> {
 /// Decodes the recorded dump of both families like `dump` does.
 fn decode_fixture_dump(netns: u64) -> (Vec<Socket>, DumpStats) {
     let mut out = Vec::new();
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::default();
     let mut stats = DumpStats::default();
     for family in ["inet", "inet6"] {
         let grams = datagrams(family);
@@ -205,7 +205,7 @@ fn truncated_recordings_fail_cleanly() {
             &g[..cut],
             1,
             &mut out,
-            &mut HashSet::new(),
+            &mut HashSet::default(),
             &mut DumpStats::default(),
         );
         assert!(
@@ -415,7 +415,7 @@ fn record_fixtures() {
                     &buf[..n],
                     0,
                     &mut scratch,
-                    &mut HashSet::new(),
+                    &mut HashSet::default(),
                     &mut DumpStats::default(),
                 )
                 .expect("decode");

@@ -47,6 +47,8 @@ fn probe_reads_euid_and_effective_capabilities() {
     assert_eq!(p.cap_net_admin, eff & (1 << 12) != 0);
     assert_eq!(p.cap_sys_ptrace, eff & (1 << 19) != 0);
     assert_eq!(p.cap_sys_admin, eff & (1 << 21) != 0);
+    assert_eq!(p.cap_perfmon, eff & (1 << 38) != 0);
+    assert_eq!(p.cap_bpf, eff & (1 << 39) != 0);
 }
 
 #[test]
@@ -60,6 +62,7 @@ fn every_check_is_reported_and_every_failure_has_a_fix() {
             "read other users' fd tables",
             "enter other network namespaces",
             "sock_diag (NETLINK_SOCK_DIAG)",
+            "eBPF fd table (fast owners)",
             "SOCK_DESTROY (kill sockets)",
             "named network namespaces (/run/netns)",
             "pidfd_getfd (confirm closed-but-held sockets)",

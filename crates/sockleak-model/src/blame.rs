@@ -14,13 +14,14 @@
 use crate::host::NetnsId;
 use crate::process::Process;
 use crate::socket::{Endpoint, Owner, Socket, TcpState};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::collections::HashMap;
 
 /// Processes by pid, for joining owners.
 #[derive(Debug, Default)]
 pub struct ProcessIndex<'a> {
-    by_pid: HashMap<u32, &'a Process>,
+    by_pid: FxHashMap<u32, &'a Process>,
 }
 
 impl<'a> ProcessIndex<'a> {
@@ -111,25 +112,46 @@ pub fn holders_from_tally(
 
 /// Sockets by (namespace, normalised local, normalised remote), to find the
 /// other end of a connection on this host.
+///
+/// One map entry per 4-tuple pointing at the first socket, and a chain
+/// through `next` for the rare tuples listed more than once (a non-atomic
+/// dump, or a TIME_WAIT next to a new connection): a Vec per tuple would be
+/// one allocation per socket on a host with a million of them.
 #[derive(Debug, Default)]
 pub struct PeerIndex {
-    by_tuple: HashMap<(NetnsId, Endpoint, Endpoint), Vec<usize>>,
+    first: FxHashMap<(NetnsId, Endpoint, Endpoint), u32>,
+    next: Vec<u32>,
 }
+
+/// End of a chain in [`PeerIndex::next`].
+const NO_NEXT: u32 = u32::MAX;
 
 impl PeerIndex {
     /// Indexes connected sockets; listeners have no peer.
     pub fn new(sockets: &[Socket]) -> PeerIndex {
-        let mut by_tuple: HashMap<_, Vec<usize>> = HashMap::new();
-        for (i, s) in sockets.iter().enumerate() {
-            if s.state == TcpState::Listen {
+        PeerIndex::with_states(sockets, |st| st != TcpState::Listen)
+    }
+
+    /// Indexes only the sockets whose state `mirror` will be asked for: a
+    /// diagnosis looks up FIN_WAIT2 and CLOSE_WAIT peers, a fraction of the table.
+    pub fn with_states(sockets: &[Socket], wanted: impl Fn(TcpState) -> bool) -> PeerIndex {
+        let mut first: FxHashMap<_, u32> = FxHashMap::default();
+        first.reserve(sockets.iter().filter(|s| wanted(s.state)).count());
+        let mut next = vec![NO_NEXT; sockets.len()];
+        // Walked backwards so each chain lists sockets in dump order.
+        for (i, s) in sockets.iter().enumerate().rev() {
+            if !wanted(s.state) {
                 continue;
             }
-            by_tuple
-                .entry((s.netns, s.local.normalized(), s.remote.normalized()))
-                .or_default()
-                .push(i);
+            let Ok(i32_) = u32::try_from(i) else { continue };
+            let key = (s.netns, s.local.normalized(), s.remote.normalized());
+            if let Some(prev) = first.insert(key, i32_) {
+                if let Some(n) = next.get_mut(i) {
+                    *n = prev;
+                }
+            }
         }
-        PeerIndex { by_tuple }
+        PeerIndex { first, next }
     }
 
     /// The socket in `state` at the other end of `s`: same namespace, local
@@ -142,11 +164,19 @@ impl PeerIndex {
         state: TcpState,
     ) -> Option<&'s Socket> {
         let key = (s.netns, s.remote.normalized(), s.local.normalized());
-        self.by_tuple
-            .get(&key)?
-            .iter()
-            .filter_map(|i| sockets.get(*i))
-            .find(|p| p.state == state)
+        let mut i = *self.first.get(&key)?;
+        // Bounded by the number of sockets: a chain never revisits an index.
+        for _ in 0..self.next.len() {
+            let p = sockets.get(i as usize)?;
+            if p.state == state {
+                return Some(p);
+            }
+            i = *self.next.get(i as usize)?;
+            if i == NO_NEXT {
+                return None;
+            }
+        }
+        None
     }
 }
 

@@ -694,7 +694,8 @@ fn delta(prev: &crate::history::ProcPoint, now: &crate::history::ProcPoint) -> P
 }
 
 fn state_totals(snap: &Snapshot) -> (StateCounts, StateCounts) {
-    let mut seen: HashSet<Cookie> = HashSet::with_capacity(snap.sockets.len());
+    let mut seen: rustc_hash::FxHashSet<Cookie> =
+        rustc_hash::FxHashSet::with_capacity_and_hasher(snap.sockets.len(), Default::default());
     let mut all = StateCounts::default();
     let mut unowned = StateCounts::default();
     for s in &snap.sockets {

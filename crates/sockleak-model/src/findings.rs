@@ -26,7 +26,7 @@ use crate::process::{FdKinds, Process};
 use crate::snapshot::Snapshot;
 use crate::socket::{Cookie, Endpoint, Socket, TcpState};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -436,7 +436,8 @@ impl<'a> Ctx<'a> {
         cfg: &'a DiagnoseConfig,
         hints: &'a dyn AgeHints,
     ) -> Ctx<'a> {
-        let mut seen = HashSet::new();
+        let mut seen = rustc_hash::FxHashSet::default();
+        seen.reserve(snap.sockets.len());
         let sockets = snap
             .sockets
             .iter()
@@ -447,7 +448,11 @@ impl<'a> Ctx<'a> {
             sockets,
             procs: ProcessIndex::new(&snap.processes),
             listeners: ListenerIndex::from_snapshot(snap),
-            peers: PeerIndex::new(&snap.sockets),
+            // `mirror` is only asked for these two (see close_wait_leaks and
+            // fin_wait2_stuck).
+            peers: PeerIndex::with_states(&snap.sockets, |st| {
+                matches!(st, TcpState::FinWait2 | TcpState::CloseWait)
+            }),
             now_ms,
             cfg,
             hints,

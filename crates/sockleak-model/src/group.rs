@@ -5,8 +5,8 @@
 use crate::host::NetnsId;
 use crate::snapshot::Snapshot;
 use crate::socket::{Endpoint, Socket, TcpState};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 /// Which side of the connection this host's socket is.
@@ -32,9 +32,9 @@ pub struct GroupKey {
 /// Listening (namespace, port, address) triples, to tell accepted sockets.
 #[derive(Debug, Default)]
 pub struct ListenerIndex {
-    exact: HashSet<(NetnsId, u16, IpAddr)>,
+    exact: FxHashSet<(NetnsId, u16, IpAddr)>,
     /// Wildcard listeners (0.0.0.0 or ::) by port, with the address they bound.
-    wildcard: std::collections::HashMap<(NetnsId, u16), IpAddr>,
+    wildcard: FxHashMap<(NetnsId, u16), IpAddr>,
 }
 
 impl ListenerIndex {

@@ -21,9 +21,9 @@ use crate::host::NetnsId;
 use crate::process::FdKinds;
 use crate::snapshot::Snapshot;
 use crate::socket::{Cookie, Endpoint, Socket, TcpState};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet, FxHasher};
 use serde::Serialize;
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
@@ -271,7 +271,7 @@ pub struct History {
 }
 
 fn hash_of<T: Hash>(t: &T) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = FxHasher::default();
     t.hash(&mut h);
     // 0 means "no group" in a record.
     h.finish().max(1)
@@ -374,11 +374,12 @@ impl History {
         let procs = ProcessIndex::new(&snap.processes);
         let listeners = ListenerIndex::from_snapshot(snap);
         // (count, arrived) per group this sample.
-        let mut groups_now: HashMap<SeriesKey, (u32, u32)> = HashMap::new();
-        let mut tw_now: HashMap<TimeWaitKey, (u32, u32)> = HashMap::new();
-        let mut departed: HashMap<u64, u32> = HashMap::new();
-        let mut proc_states: HashMap<u32, StateCounts> = HashMap::new();
-        let mut dedupe: HashSet<Cookie> = HashSet::with_capacity(snap.sockets.len());
+        let mut groups_now: HashMap<SeriesKey, (u32, u32)> = HashMap::default();
+        let mut tw_now: HashMap<TimeWaitKey, (u32, u32)> = HashMap::default();
+        let mut departed: HashMap<u64, u32> = HashMap::default();
+        let mut proc_states: HashMap<u32, StateCounts> = HashMap::default();
+        let mut dedupe: HashSet<Cookie> =
+            HashSet::with_capacity_and_hasher(snap.sockets.len(), Default::default());
         let mut holders: Vec<u32> = Vec::new();
 
         for s in &snap.sockets {

@@ -126,6 +126,29 @@ impl FilterArgs {
     }
 }
 
+/// Where owners (socket fd → process) come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum FdSourceArg {
+    /// eBPF when it loads (root or CAP_BPF + CAP_PERFMON, kernel BTF), else /proc.
+    #[default]
+    Auto,
+    /// Read every /proc/PID/fd link.
+    Proc,
+    /// The eBPF fd-table iterator; falls back to /proc with a note.
+    Bpf,
+}
+
+#[cfg(target_os = "linux")]
+impl From<FdSourceArg> for sockleak_collect::scan::FdSource {
+    fn from(a: FdSourceArg) -> Self {
+        match a {
+            FdSourceArg::Auto => Self::Auto,
+            FdSourceArg::Proc => Self::Proc,
+            FdSourceArg::Bpf => Self::Bpf,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum FailOn {
     Info,
@@ -162,9 +185,13 @@ pub struct ScanArgs {
     /// JSON; the human table shortens it).
     #[arg(long)]
     pub wide: bool,
-    /// Worker threads for the /proc walk (default: number of CPUs).
+    /// Worker threads for the /proc walk and the dumps (default: number of CPUs).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Where socket owners come from: the eBPF fd-table iterator (fast, needs
+    /// privileges and kernel BTF) or the /proc fd walk; see `sockleak doctor`.
+    #[arg(long, value_enum, value_name = "SOURCE", default_value_t = FdSourceArg::Auto)]
+    pub fd_source: FdSourceArg,
 }
 
 /// Parses `30`, `30s`, `5m`, `1h`, `2d` into seconds.

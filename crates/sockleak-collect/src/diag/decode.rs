@@ -9,8 +9,8 @@
 use super::abi::{self, msg};
 use super::tcp_info::{decode_tcp_info, TCP_INFO_FIELDS_END};
 use super::{DiagError, DiagOp, DumpStats, Errno};
+use rustc_hash::FxHashSet as HashSet;
 use sockleak_model::{Cookie, Endpoint, Family, MemInfo, Socket, TcpState, Timer};
-use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Whether a dump continues after this datagram.
@@ -248,7 +248,7 @@ mod tests {
 
     fn run(buf: &[u8]) -> (Result<BatchEnd, DiagError>, Vec<Socket>, DumpStats) {
         let mut out = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         let mut stats = DumpStats::default();
         let r = decode_batch(buf, 42, &mut out, &mut seen, &mut stats);
         (r, out, stats)

@@ -22,8 +22,8 @@ pub use proc_net_tcp::{
 };
 pub use tcp_info::decode_tcp_info;
 
+use rustc_hash::FxHashSet as HashSet;
 use sockleak_model::{Family, Socket, StateSet};
-use std::collections::HashSet;
 use std::fmt;
 
 /// What to ask the kernel for.
@@ -189,7 +189,8 @@ const MAX_DATAGRAMS_PER_FAMILY: usize = 1 << 22;
 pub fn dump(netns: u64, req: &DumpRequest, out: &mut Vec<Socket>) -> Result<DumpStats, DiagError> {
     let mut sock = wire::DiagSocket::open()?;
     let mut buf = vec![0u8; wire::RECV_BUF_LEN];
-    let mut seen: HashSet<u64> = HashSet::new();
+    let mut seen: HashSet<u64> = HashSet::default();
+    seen.reserve(out.capacity().saturating_sub(out.len()));
     let mut stats = DumpStats::default();
     for family in [Family::Inet, Family::Inet6] {
         sock.send_dump(family, req)?;

@@ -27,8 +27,8 @@
 
 use super::dirfd::{parse_u32, Dir, DENTS_BUF_LEN, PROC_SUPER_MAGIC};
 use super::{scan_processes, ProcOptions, ProcScan, SocketFd};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use sockleak_model::{merge_notes, FdKinds};
-use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::ops::ControlFlow;
 
@@ -82,7 +82,7 @@ impl FdCache {
     /// every time, i.e. no reuse).
     pub fn new(full_every: u64) -> FdCache {
         FdCache {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             full_every: full_every.max(1),
             walks: 0,
             last: CacheStats::default(),
@@ -237,7 +237,7 @@ pub fn scan_processes_cached(opts: &ProcOptions, cache: &mut FdCache) -> ProcSca
 
     // Remember what was walked, when its count matches the stat taken before
     // the walk (else it moved during the walk: walk it again next time).
-    let mut by_pid: HashMap<u32, Vec<SocketFd>> = HashMap::new();
+    let mut by_pid: HashMap<u32, Vec<SocketFd>> = HashMap::default();
     for f in &walked.socket_fds {
         by_pid.entry(f.pid).or_default().push(*f);
     }
@@ -370,7 +370,7 @@ mod tests {
         loop {
             let mut scan = scan_processes_cached(&opts, &mut cache);
             if cache.last_stats().reused == 1 {
-                cache.revalidate(&opts, &mut scan, &HashSet::from([99u64]));
+                cache.revalidate(&opts, &mut scan, &HashSet::from_iter([99u64]));
                 assert_eq!(
                     (cache.last_stats().reused, cache.last_stats().walked),
                     (0, 1)

@@ -20,6 +20,7 @@ pub fn run(args: &ScanArgs, style: Style) -> Result<u8> {
     }
     let mut opts = ScanOptions {
         filter,
+        fd_source: args.fd_source.into(),
         ..ScanOptions::default()
     };
     if let Some(t) = args.threads {

@@ -87,9 +87,12 @@ pub struct ServeArgs {
     /// exhaustion ETAs, no first-seen ages (saves the history's memory).
     #[arg(long)]
     pub no_history: bool,
-    /// Worker threads for the /proc walk (default: number of CPUs).
+    /// Worker threads for the /proc walk and the dumps (default: number of CPUs).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Where socket owners come from (see `sockleak scan --help`).
+    #[arg(long, value_enum, value_name = "SOURCE", default_value_t = crate::cli::FdSourceArg::Auto)]
+    pub fd_source: crate::cli::FdSourceArg,
 }
 
 /// The history window: 5 minutes, or 20 scans when the interval is longer,
@@ -125,6 +128,7 @@ pub fn run(args: &ServeArgs) -> Result<u8> {
     };
     let mut opts = ScanOptions {
         filter,
+        fd_source: args.fd_source.into(),
         ..ScanOptions::default()
     };
     if let Some(t) = args.threads {

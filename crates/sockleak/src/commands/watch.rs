@@ -167,9 +167,10 @@ pub fn run(args: &WatchArgs, style: Style) -> Result<u8> {
     };
     terminal::install_signal_handlers().context("install signal handlers")?;
 
-    // Two snapshots in flight at most: a slow consumer slows sampling down
-    // instead of piling up memory.
-    let (tx, rx) = mpsc::sync_channel::<Event>(2);
+    // A rendezvous channel: at most two snapshots exist (the one being shown
+    // and the one being collected; at 150k sockets each is ~40 MB), and a
+    // slow consumer slows sampling down instead of piling up memory.
+    let (tx, rx) = mpsc::sync_channel::<Event>(0);
     let quit = Arc::new(AtomicBool::new(false));
     let collector = {
         let (opts, tx, quit) = (s.scan.clone(), tx.clone(), Arc::clone(&quit));

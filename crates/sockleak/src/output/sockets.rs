@@ -3,8 +3,20 @@
 
 use super::netns_label;
 use super::style::Style;
-use sockleak_model::{Snapshot, TcpState};
+use sockleak_model::{Endpoint, Snapshot, TcpState};
 use std::collections::HashMap;
+
+/// An endpoint as `ss` prints it: port 0 (a listener's peer, an unbound
+/// socket) is `*`, so `0.0.0.0:*` and `[::]:*`.
+fn ss_endpoint(ep: Endpoint) -> String {
+    if ep.port != 0 {
+        return ep.to_string();
+    }
+    let mut s = ep.to_string();
+    s.truncate(s.len().saturating_sub(1)); // the "0" of ":0"
+    s.push('*');
+    s
+}
 
 /// Renders every socket of the snapshot.
 pub fn render(snap: &Snapshot, st: Style) -> String {
@@ -43,8 +55,8 @@ pub fn render(snap: &Snapshot, st: Style) -> String {
                 s.state.ss_name().to_string(),
                 s.recv_q.to_string(),
                 s.send_q.to_string(),
-                s.local.to_string(),
-                s.remote.to_string(),
+                ss_endpoint(s.local),
+                ss_endpoint(s.remote),
                 format!("{}/{}", netns_label(snap, s.netns), s.cookie.0),
                 users,
             ]
@@ -108,4 +120,20 @@ fn format_row(r: &[String; 7], w: &[usize; 6]) -> String {
     )
     .trim_end()
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn port_zero_prints_as_a_star_like_ss() {
+        let v4 = |p| Endpoint::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p);
+        let v6 = |p| Endpoint::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), p);
+        assert_eq!(ss_endpoint(v4(0)), "0.0.0.0:*");
+        assert_eq!(ss_endpoint(v6(0)), "[::]:*");
+        assert_eq!(ss_endpoint(v4(10)), "0.0.0.0:10");
+        assert_eq!(ss_endpoint(v6(80)), "[::]:80");
+    }
 }

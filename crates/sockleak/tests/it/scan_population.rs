@@ -34,8 +34,28 @@ fn ports(peer: &Peer) -> Vec<u64> {
 
 #[test]
 fn scan_reports_exactly_the_population_with_owners_and_fd_kinds() {
+    check_population(&["--fd-source", "proc"]);
+}
+
+/// The same exact population through the eBPF fd table: owners, inherited
+/// holders, fd kinds and closed-but-held must not depend on the source.
+#[test]
+fn ebpf_fd_table_reports_the_same_population() {
+    if !is_root() || !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        eprintln!("SKIPPED ebpf_fd_table_reports_the_same_population: needs root and kernel BTF");
+        return;
+    }
+    let doc = check_population(&["--fd-source", "bpf"]);
+    let notes = doc["partial"].as_array().expect("partial");
+    assert!(
+        !notes.iter().any(|n| n["what"] == "eBPF fd table"),
+        "the eBPF fd table did not load: {notes:?}"
+    );
+}
+
+fn check_population(source: &[&str]) -> Value {
     let peer = Peer::population(&[]);
-    let doc = scan_json(&[]);
+    let doc = scan_json(source);
     let socks = sockets_on_ports(&doc, &ports(&peer));
     let netns = peer.info["netns_inode"].as_u64().expect("netns");
 
@@ -151,6 +171,7 @@ fn scan_reports_exactly_the_population_with_owners_and_fd_kinds() {
         .as_str()
         .is_some_and(|c| c.contains("population.py")));
     assert_eq!(server["netns"].as_u64(), Some(netns));
+    doc
 }
 
 #[test]
