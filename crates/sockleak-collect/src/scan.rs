@@ -358,8 +358,19 @@ fn bpf_reader(opts: &ScanOptions, notes: &mut Vec<PartialNote>) -> Option<Reader
     let got = match slot.take() {
         Some(Ok(r)) => Ok(r),
         Some(Err(e)) => Err(e),
+        // Loading costs ~50 ms of CPU and a transient ~30 MB (the kernel's
+        // BTF parsed for CO-RE); the walk costs ~4 µs per fd. On a host with
+        // few open files the walk is cheaper for a one-off scan; a reader
+        // already loaded (serve, a later scan) is used whatever the size.
+        None if opts.fd_source == FdSource::Auto
+            && open_files().is_some_and(|n| n < BPF_MIN_FILES) =>
+        {
+            return None;
+        }
         // Two scans at once in one process: the second loads its own.
-        None => Reader::new().map_err(|e| e.to_string()),
+        None => Reader::new()
+            .map_err(|e| e.to_string())
+            .inspect(|_| trim_heap()),
     };
     match got {
         Ok(r) => Some(r),
@@ -368,6 +379,44 @@ fn bpf_reader(opts: &ScanOptions, notes: &mut Vec<PartialNote>) -> Option<Reader
             bpf_fallback_note(opts, notes, &e);
             None
         }
+    }
+}
+
+/// Below this many open files on the host (`/proc/sys/fs/file-nr`), `auto`
+/// walks /proc instead of loading the iterator: measured on the benchmark
+/// (docs/benchmarks.md), the two break even near 50k socket fds.
+#[cfg(feature = "bpf")]
+const BPF_MIN_FILES: u64 = 40_000;
+
+/// Open files on the host: the first field of `/proc/sys/fs/file-nr`
+/// (allocated file handles, every process and the kernel's own).
+#[cfg(feature = "bpf")]
+fn open_files() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/fs/file-nr")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Hands the heap freed after a load (the parsed BTF: many small blocks)
+/// back to the kernel before the dumps allocate the socket table, so the
+/// peak RSS is the larger of the two rather than their sum.
+#[cfg(feature = "bpf")]
+fn trim_heap() {
+    release_freed_memory();
+}
+
+/// Returns freed heap memory of every allocator arena to the kernel. A scan
+/// frees hundreds of thousands of small blocks (owner lists, index entries)
+/// on several threads; glibc keeps them in per-thread arenas, and a sampling
+/// loop (`watch`) otherwise grows its RSS to several snapshots' worth.
+pub fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory; no pointer is involved.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -21,6 +21,7 @@
 
 pub mod cache;
 mod dirfd;
+pub mod hidepid;
 mod process;
 mod socket_fd;
 mod walk;

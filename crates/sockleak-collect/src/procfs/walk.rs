@@ -104,7 +104,12 @@ pub fn scan_processes(opts: &ProcOptions) -> ProcScan {
             p.dedup();
             p
         }
-        None => list_pids(&root, &mut scan.notes),
+        None => {
+            if is_procfs {
+                note_hidden_processes(&opts.proc_root, &mut scan.notes);
+            }
+            list_pids(&root, &mut scan.notes)
+        }
     };
 
     let workers = opts.threads.clamp(1, pids.len().max(1));
@@ -159,6 +164,36 @@ pub fn scan_processes(opts: &ProcOptions) -> ProcScan {
     }
     scan.processes.sort_unstable_by_key(|p| p.pid);
     scan
+}
+
+/// Says when the proc mount hides other users' processes from this caller
+/// (`hidepid`): they are absent from the listing, not refused, so nothing
+/// else would notice.
+fn note_hidden_processes(proc_root: &std::path::Path, notes: &mut Vec<PartialNote>) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let Some(h) = proc_root
+        .to_str()
+        .and_then(|m| super::hidepid::hidepid(&info, m))
+    else {
+        return;
+    };
+    if h.exempts_caller(crate::privileges::probe().cap_sys_ptrace) {
+        return;
+    }
+    add_note(
+        notes,
+        PartialKind::Permission,
+        "process list",
+        &format!(
+            "{} is mounted with hidepid={}: other users' processes are hidden from \
+             this user and missing here",
+            proc_root.display(),
+            h.mode
+        ),
+        Some("run as root or grant CAP_SYS_PTRACE (or join the mount's gid= group)"),
+    );
 }
 
 /// The numeric entries of the proc root: every thread-group leader.

@@ -39,6 +39,10 @@ pub fn run(args: &ScanArgs, style: Style) -> Result<u8> {
         time_wait_crit: args.time_wait_crit,
         ..DiagnoseConfig::default()
     };
+    if args.json && !opts.filter.is_restricted() {
+        report_partial(&snap);
+        return json_overlapped(&snap, &cfg, args.fail_on);
+    }
     let mut findings = diagnose(&snap, snap.taken_at_ms, &cfg);
     opts.filter.apply(&mut snap);
     let kept: HashSet<u32> = snap.processes.iter().map(|p| p.pid).collect();
@@ -73,6 +77,27 @@ pub fn run(args: &ScanArgs, style: Style) -> Result<u8> {
         exit::write_stdout(text.as_bytes())?;
     }
     Ok(verdict(&findings, args.fail_on))
+}
+
+/// `--json` of an unfiltered scan: the document lists sockets and processes
+/// before findings, so they are written while the diagnosis runs on another
+/// thread (without a filter there is nothing to narrow first).
+fn json_overlapped(snap: &Snapshot, cfg: &DiagnoseConfig, fail_on: FailOn) -> Result<u8> {
+    let res = std::thread::scope(|s| {
+        let diag = s.spawn(|| diagnose(snap, snap.taken_at_ms, cfg));
+        let stdout = std::io::stdout();
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        output::json::write_with(&mut w, snap, || match diag.join() {
+            Ok(f) => f,
+            Err(panic) => std::panic::resume_unwind(panic),
+        })
+        .and_then(|f| w.flush().map(|_| f).map_err(serde_json::Error::io))
+    });
+    match res {
+        Err(e) if e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe) => Ok(exit::OK),
+        Err(e) => Err(e.into()),
+        Ok(findings) => Ok(verdict(&findings, fail_on)),
+    }
 }
 
 /// Exit 1 when a finding reaches `--fail-on`.

@@ -275,6 +275,9 @@ fn collect_loop(
             openmetrics: Bytes::from(r.openmetrics),
             finished: Instant::now(),
         });
+        // Only the rendered texts are kept between scans.
+        drop((snap, findings, proc_trends));
+        sockleak_collect::scan::release_freed_memory();
         let wait = c.interval.saturating_sub(started.elapsed());
         match stop.recv_timeout(wait) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}

@@ -15,7 +15,7 @@ use crate::tui::{self, app::App, terminal, Event};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use sockleak_collect::procfs::cache::FdCache;
-use sockleak_collect::scan::{scan_unfiltered_cached, ScanOptions};
+use sockleak_collect::scan::{release_freed_memory, scan_unfiltered_cached, ScanOptions};
 use sockleak_model::enrich::{Observation, WatchConfig, Watcher};
 use sockleak_model::findings::DiagnoseConfig;
 use sockleak_model::history::HistoryConfig;
@@ -327,6 +327,9 @@ fn stream(
             Ok(()) => {}
         }
         first = false;
+        drop(snap);
+        drop(obs);
+        release_freed_memory();
         if terminal::stop_requested() {
             break;
         }

@@ -22,13 +22,6 @@ struct Document<'a> {
     partial: &'a [PartialNote],
 }
 
-/// What follows the sockets in the document.
-#[derive(Serialize)]
-struct Tail<'a> {
-    processes: Seq<'a, Process, ProcessDoc<'a>>,
-    findings: &'a [Finding],
-}
-
 #[derive(Serialize)]
 struct Host<'a> {
     hostname: &'a str,
@@ -75,6 +68,17 @@ pub fn write(
     snap: &Snapshot,
     findings: &[Finding],
 ) -> serde_json::Result<()> {
+    write_with(w, snap, || findings).map(|_| ())
+}
+
+/// [`write`] with the findings asked for only once the sockets and processes
+/// are out: `scan --json` diagnoses on another thread meanwhile. Returns
+/// them.
+pub fn write_with<F: AsRef<[Finding]>>(
+    w: &mut impl std::io::Write,
+    snap: &Snapshot,
+    findings: impl FnOnce() -> F,
+) -> serde_json::Result<F> {
     let names: std::collections::HashMap<u64, Option<&str>> = snap
         .namespaces
         .iter()
@@ -110,22 +114,24 @@ pub fn write(
     }
     buf.extend_from_slice(b"],");
     w.write_all(&buf).map_err(serde_json::Error::io)?;
-    let tail = Tail {
-        processes: Seq {
-            items: &snap.processes,
-            view: RefCell::new(Box::new(move |p: &Process| ProcessDoc {
-                process: p,
-                started_at: (boot > 0)
-                    .then(|| rfc3339(boot + p.start_time.saturating_mul(1000) / ticks)),
-            })),
-        },
-        findings,
+    drop(buf);
+    let processes = Seq {
+        items: &snap.processes,
+        view: RefCell::new(Box::new(move |p: &Process| ProcessDoc {
+            process: p,
+            started_at: (boot > 0)
+                .then(|| rfc3339(boot + p.start_time.saturating_mul(1000) / ticks)),
+        })),
     };
-    let tail = serde_json::to_vec(&tail)?;
-    // Without its `{`: the keys continue the document's object.
-    w.write_all(tail.get(1..).unwrap_or_default())
+    w.write_all(b"\"processes\":")
         .map_err(serde_json::Error::io)?;
-    w.write_all(b"\n").map_err(serde_json::Error::io)
+    serde_json::to_writer(&mut *w, &processes)?;
+    let findings = findings();
+    w.write_all(b",\"findings\":")
+        .map_err(serde_json::Error::io)?;
+    serde_json::to_writer(&mut *w, findings.as_ref())?;
+    w.write_all(b"}\n").map_err(serde_json::Error::io)?;
+    Ok(findings)
 }
 
 /// Appends one socket as JSON: `Socket`'s fields in declaration order (as its

@@ -78,3 +78,72 @@ fn unprivileged_run_dumps_own_namespace_and_says_what_it_missed() {
     // Said once on stderr, not once per process.
     assert_eq!(err.matches("fd tables").count(), 1, "{err}");
 }
+
+/// A /proc mounted with hidepid hides other users' processes from the
+/// listing itself: the scan must say its process list is partial, not
+/// silently show fewer processes. Run as nobody on a proc instance mounted
+/// with hidepid=2 in a private mount namespace (the host's /proc is not
+/// touched); the same run on a plain proc instance is the control.
+#[test]
+fn hidepid_proc_mount_is_reported_as_partial() {
+    if !require_root(
+        "hidepid_proc_mount_is_reported_as_partial",
+        "mounts a proc instance in a private mount namespace and drops to uid 65534",
+    ) {
+        return;
+    }
+    for tool in ["unshare", "setpriv"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            eprintln!("SKIPPED hidepid_proc_mount_is_reported_as_partial: {tool} (util-linux) not installed");
+            return;
+        }
+    }
+    let scan_as_nobody = |mount_opts: &str| -> serde_json::Value {
+        let script = format!(
+            "mount -t proc -o {mount_opts} proc /proc && exec setpriv --reuid=65534 \
+             --regid=65534 --clear-groups \"$0\" scan --json --fail-on never"
+        );
+        let out = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .arg(env!("CARGO_BIN_EXE_sockleak"))
+            .output()
+            .expect("run unshare");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("scan JSON")
+    };
+    let hidden_note = |doc: &serde_json::Value| {
+        doc["partial"]
+            .as_array()
+            .expect("partial")
+            .iter()
+            .find(|n| n["what"] == "process list")
+            .and_then(|n| n["reason"].as_str().map(str::to_string))
+    };
+
+    let doc = scan_as_nobody("hidepid=2");
+    let reason = hidden_note(&doc).expect("a partial note on the process list");
+    assert!(reason.contains("hidepid="), "{reason}");
+    // The effect it warns about: root's processes (this test's own) are absent.
+    let procs = doc["processes"].as_array().expect("processes");
+    assert!(procs.iter().all(|p| p["uid"] == 65534), "{procs:?}");
+
+    let control = scan_as_nobody("rw");
+    assert_eq!(hidden_note(&control), None, "{}", control["partial"]);
+    let procs = control["processes"].as_array().expect("processes");
+    assert!(
+        procs.iter().any(|p| p["uid"] == 0),
+        "root's processes are visible"
+    );
+}
