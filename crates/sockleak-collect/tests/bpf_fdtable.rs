@@ -27,19 +27,6 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     FD_TABLE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON, in CapEff
-/// (include/uapi/linux/capability.h: 21, 39, 38).
-fn can_load_bpf() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let caps = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    let has = |bit: u32| caps & (1u64 << bit) != 0;
-    has(21) || (has(39) && has(38))
-}
-
 /// Loads the reader, or says loudly why this environment cannot. With the
 /// capabilities a permission error is a failure, never a skip.
 fn reader_or_skip(test: &str) -> Option<FdTableReader> {
@@ -49,7 +36,9 @@ fn reader_or_skip(test: &str) -> Option<FdTableReader> {
             eprintln!("SKIPPED: {test}: {e}");
             None
         }
-        Err(e @ BpfError::Permission(_)) if !can_load_bpf() => {
+        Err(e @ BpfError::Permission(_))
+            if !sockleak_collect::privileges::probe().can_load_tracing_bpf() =>
+        {
             eprintln!("SKIPPED: {test}: {e}");
             None
         }

@@ -436,25 +436,14 @@ mod tests {
                 eprintln!("SKIPPED: {test}: {e}");
                 None
             }
-            Err(e @ BpfError::Permission(_)) if !can_load_bpf() => {
+            Err(e @ BpfError::Permission(_))
+                if !crate::privileges::probe().can_load_tracing_bpf() =>
+            {
                 eprintln!("SKIPPED: {test}: {e}");
                 None
             }
             Err(e) => panic!("{test}: {e}"),
         }
-    }
-
-    /// CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON, in CapEff
-    /// (include/uapi/linux/capability.h: 21, 39, 38).
-    fn can_load_bpf() -> bool {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let caps = status
-            .lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .unwrap_or(0);
-        let has = |bit: u32| caps & (1u64 << bit) != 0;
-        has(21) || (has(39) && has(38))
     }
 
     fn check(what: &str, rc: libc::c_int) -> i32 {

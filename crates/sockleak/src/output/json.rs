@@ -86,20 +86,7 @@ pub fn write_with<F: AsRef<[Finding]>>(
         .collect();
     let ticks = snap.host.clock_ticks.max(1);
     let boot = snap.host.boot_time_ms;
-    let head = Document {
-        schema: SCAN_SCHEMA,
-        taken_at: rfc3339(snap.taken_at_ms),
-        host: Host {
-            hostname: &snap.host.hostname,
-            kernel: &snap.host.kernel,
-            clock_ticks: snap.host.clock_ticks,
-            uptime_s: snap.host.uptime_s,
-            namespaces: &snap.namespaces,
-        },
-        filtered: snap.filtered,
-        partial: &snap.partial,
-    };
-    let mut buf = serde_json::to_vec(&head)?;
+    let mut buf = serde_json::to_vec(&head(snap))?;
     buf.pop(); // `}`: the object goes on
     buf.extend_from_slice(b",\"sockets\":[");
     for (i, s) in snap.sockets.iter().enumerate() {
@@ -132,6 +119,23 @@ pub fn write_with<F: AsRef<[Finding]>>(
     serde_json::to_writer(&mut *w, findings.as_ref())?;
     w.write_all(b"}\n").map_err(serde_json::Error::io)?;
     Ok(findings)
+}
+
+/// What precedes the sockets in the document.
+fn head(snap: &Snapshot) -> Document<'_> {
+    Document {
+        schema: SCAN_SCHEMA,
+        taken_at: rfc3339(snap.taken_at_ms),
+        host: Host {
+            hostname: &snap.host.hostname,
+            kernel: &snap.host.kernel,
+            clock_ticks: snap.host.clock_ticks,
+            uptime_s: snap.host.uptime_s,
+            namespaces: &snap.namespaces,
+        },
+        filtered: snap.filtered,
+        partial: &snap.partial,
+    }
 }
 
 /// Appends one socket as JSON: `Socket`'s fields in declaration order (as its
@@ -373,19 +377,7 @@ mod tests {
         write(&mut out, &snap, &[]).unwrap();
         let names = |id: u64| (id == 7).then_some("blue \"ns\"");
         let want = serde_json::to_string(&Whole {
-            head: Document {
-                schema: SCAN_SCHEMA,
-                taken_at: rfc3339(snap.taken_at_ms),
-                host: Host {
-                    hostname: &snap.host.hostname,
-                    kernel: &snap.host.kernel,
-                    clock_ticks: snap.host.clock_ticks,
-                    uptime_s: snap.host.uptime_s,
-                    namespaces: &snap.namespaces,
-                },
-                filtered: snap.filtered,
-                partial: &snap.partial,
-            },
+            head: head(&snap),
             sockets: snap
                 .sockets
                 .iter()
