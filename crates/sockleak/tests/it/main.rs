@@ -2,6 +2,7 @@
 //! the real `sockleak` binary against real sockets, processes and network
 //! namespaces built by the peers in tools/peers/.
 
+mod bench_selftest;
 mod check_behaviors;
 mod check_leak;
 mod check_spawn;
