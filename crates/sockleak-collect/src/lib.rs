@@ -13,6 +13,7 @@ pub mod bpf;
 pub mod context;
 pub mod diag;
 pub mod netns;
+mod pool;
 pub mod privileges;
 pub mod procfs;
 pub mod scan;

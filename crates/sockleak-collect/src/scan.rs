@@ -529,39 +529,49 @@ fn merge_bpf_fd_table(scan: &mut procfs::ProcScan, table: crate::bpf::FdTable) -
 /// family, so several namespaces cost several walks). Results keep the order
 /// of `entries`.
 fn dump_namespaces(entries: &[NsEntry], req: &DumpRequest, threads: usize) -> Vec<NsDump> {
-    let workers = threads.clamp(1, entries.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let run = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(e) = entries.get(i) else { break };
-            done.push((i, dump_namespace(e, req)));
-        }
-        done
-    };
-    let mut all: Vec<(usize, NsDump)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (1..workers)
-            .filter_map(|i| {
-                // A thread that cannot be spawned means fewer workers: this
-                // one drains the shared index too.
-                std::thread::Builder::new()
-                    .name(format!("sockleak-dump-{i}"))
-                    .spawn_scoped(s, run)
-                    .ok()
-            })
-            .collect();
-        let mut all = run();
-        for h in handles {
-            match h.join() {
-                Ok(d) => all.extend(d),
-                Err(panic) => std::panic::resume_unwind(panic),
+    let drained = crate::pool::drain(
+        entries.len(),
+        threads,
+        "sockleak-dump",
+        Vec::new,
+        |done: &mut Vec<(usize, NsDump)>, i| {
+            if let Some(e) = entries.get(i) {
+                done.push((i, dump_namespace(e, req)));
             }
+        },
+    );
+    let mut by_index: Vec<Option<NsDump>> = entries.iter().map(|_| None).collect();
+    for (i, d) in drained.outputs.into_iter().flatten() {
+        if let Some(slot) = by_index.get_mut(i) {
+            *slot = Some(d);
         }
-        all
-    });
-    all.sort_unstable_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, d)| d).collect()
+    }
+    // A dump thread that panicked (a bug on some odd kernel input) lost the
+    // namespaces it had taken: they are listed, unscanned and labelled.
+    entries
+        .iter()
+        .zip(by_index)
+        .map(|(e, d)| {
+            d.unwrap_or_else(|| {
+                let mut ns = Namespace::new(e.id);
+                ns.name = e.name.clone();
+                ns.is_own = e.is_own;
+                let mut notes = Vec::new();
+                add_note(
+                    &mut notes,
+                    PartialKind::Error,
+                    &format!("network namespace {}", e.id),
+                    "its dump thread panicked; its sockets are missing",
+                    None,
+                );
+                NsDump {
+                    ns,
+                    sockets: Vec::new(),
+                    notes,
+                }
+            })
+        })
+        .collect()
 }
 
 /// Dumps one namespace from a thread inside it, with its sysctls and counters.

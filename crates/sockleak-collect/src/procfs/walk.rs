@@ -17,7 +17,6 @@ use sockleak_model::{add_note, merge_notes, FdKind, FdKinds, PartialKind, Partia
 use std::ffi::CStr;
 use std::io;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Fix offered when an fd table (or a namespace link) is unreadable: opening
 /// `/proc/PID/fd` of another user needs DAC search rights, reading its links
@@ -112,38 +111,19 @@ pub fn scan_processes(opts: &ProcOptions) -> ProcScan {
         }
     };
 
-    let workers = opts.threads.clamp(1, pids.len().max(1));
-    let next = AtomicUsize::new(0);
-    let run = || {
-        let mut w = Worker::new(&root, opts.walk_fds, is_procfs);
-        while let Some(&pid) = pids.get(next.fetch_add(1, Ordering::Relaxed)) {
-            w.scan_pid(pid);
-        }
-        w.out
-    };
-    let mut outs = Vec::with_capacity(workers);
-    let mut lost_workers = 0u32;
-    std::thread::scope(|s| {
-        let mut handles = Vec::with_capacity(workers);
-        for i in 1..workers {
-            // A thread that cannot be spawned just means fewer workers: the
-            // others (at least this thread) drain the shared index.
-            match std::thread::Builder::new()
-                .name(format!("sockleak-proc-{i}"))
-                .spawn_scoped(s, run)
-            {
-                Ok(h) => handles.push(h),
-                Err(_) => break,
+    let drained = crate::pool::drain(
+        pids.len(),
+        opts.threads,
+        "sockleak-proc",
+        || Worker::new(&root, opts.walk_fds, is_procfs),
+        |w, i| {
+            if let Some(&pid) = pids.get(i) {
+                w.scan_pid(pid);
             }
-        }
-        outs.push(run());
-        for h in handles {
-            match h.join() {
-                Ok(out) => outs.push(out),
-                Err(_) => lost_workers += 1,
-            }
-        }
-    });
+        },
+    );
+    let lost_workers = drained.lost;
+    let outs: Vec<ProcScan> = drained.outputs.into_iter().map(|w| w.out).collect();
     note_n(
         &mut scan.notes,
         PartialKind::Error,
