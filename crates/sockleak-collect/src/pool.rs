@@ -85,23 +85,34 @@ mod tests {
 
     #[test]
     fn a_panicking_worker_is_counted_and_the_others_finish() {
-        // Index 3 panics on whichever worker takes it; when that is the
-        // caller's own thread the panic propagates, so run until it lands on
-        // another (bounded: it is a coin toss per try).
-        for _ in 0..200 {
-            let r = std::panic::catch_unwind(|| {
-                drain(40, 2, "t", Vec::new, |v: &mut Vec<usize>, i| {
-                    assert!(i != 3, "item 3 fails");
-                    v.push(i);
-                })
-            });
-            if let Ok(d) = r {
-                assert_eq!(d.lost, 1);
-                let done: usize = d.outputs.iter().map(Vec::len).sum();
-                assert!(done < 40 && !d.outputs.iter().flatten().any(|&i| i == 3));
-                return;
+        use std::sync::atomic::AtomicBool;
+        use std::time::{Duration, Instant};
+        // The spawned worker (named "t-1") panics on the first item it takes;
+        // the caller waits (bounded) until that has happened before it takes
+        // more, so the spawned worker surely gets an item.
+        let worker_took = AtomicUsize::new(usize::MAX);
+        let worker_ran = AtomicBool::new(false);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let d = drain(40, 2, "t", Vec::new, |v: &mut Vec<usize>, i| {
+            if std::thread::current().name() == Some("t-1") {
+                worker_took.store(i, Ordering::SeqCst);
+                worker_ran.store(true, Ordering::SeqCst);
+                panic!("worker fails on item {i}");
             }
-        }
-        panic!("item 3 never ran on a spawned worker in 200 tries");
+            while !worker_ran.load(Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            v.push(i);
+        });
+        assert!(
+            worker_ran.load(Ordering::SeqCst),
+            "the spawned worker never ran"
+        );
+        assert_eq!(d.lost, 1);
+        let lost_item = worker_took.load(Ordering::SeqCst);
+        let mut done: Vec<usize> = d.outputs.into_iter().flatten().collect();
+        done.sort_unstable();
+        let want: Vec<usize> = (0..40).filter(|&i| i != lost_item).collect();
+        assert_eq!(done, want);
     }
 }
