@@ -29,6 +29,28 @@ fn read_into(path: &str, buf: &mut String) -> io::Result<()> {
     Ok(())
 }
 
+/// The note's subject when `/proc/net/sockstat6` could not be read.
+const SOCKSTAT6: &str = "/proc/net/sockstat6 (IPv6 socket counts)";
+
+/// True when the namespace's own counters (read by
+/// [`read_namespace_context`] into `ns`) say it holds no TCP socket at all:
+/// none hashed (`TCP: inuse`, `TCP6: inuse`: listeners, connections and
+/// connecting sockets; request sockets need a listener) and no TIME_WAIT
+/// (`tw`). A dump of it could only come back empty, and every dump walks the
+/// established hash that all namespaces share, so a host with many idle
+/// containers would pay a full walk per empty namespace. False when a count
+/// is unknown: sockstat unreadable, or sockstat6 unreadable for any reason
+/// but its absence (no IPv6 in this kernel).
+pub fn holds_no_tcp(ns: &Namespace, notes: &[PartialNote]) -> bool {
+    let v6_unknown = notes
+        .iter()
+        .any(|n| n.what == SOCKSTAT6 && n.kind != PartialKind::Unsupported);
+    !v6_unknown
+        && ns
+            .sockstat
+            .is_some_and(|st| st.tcp_inuse == 0 && st.tcp6_inuse == 0 && st.tcp_tw == 0)
+}
+
 fn note_io(notes: &mut Vec<PartialNote>, what: &str, e: &io::Error) {
     let (kind, fix) = match e.kind() {
         io::ErrorKind::NotFound => (PartialKind::Unsupported, None),
@@ -138,7 +160,7 @@ pub fn read_namespace_context(ns: &mut Namespace, notes: &mut Vec<PartialNote>) 
             let mut st = parse_sockstat(&buf);
             match read_into("/proc/thread-self/net/sockstat6", &mut buf) {
                 Ok(()) => st.tcp6_inuse = parse_sockstat(&buf).tcp6_inuse,
-                Err(e) => note_io(notes, "/proc/net/sockstat6 (IPv6 socket counts)", &e),
+                Err(e) => note_io(notes, SOCKSTAT6, &e),
             }
             Some(st)
         }
@@ -292,6 +314,49 @@ pub fn read_host_info() -> HostInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_tcp_only_when_every_count_is_known_and_zero() {
+        let mut ns = Namespace::new(1);
+        assert!(!holds_no_tcp(&ns, &[]), "no sockstat: unknown");
+        ns.sockstat = Some(SockStat::default());
+        assert!(holds_no_tcp(&ns, &[]));
+        let mut absent = Vec::new();
+        add_note(
+            &mut absent,
+            PartialKind::Unsupported,
+            SOCKSTAT6,
+            "No such file",
+            None,
+        );
+        assert!(holds_no_tcp(&ns, &absent), "no sockstat6: no IPv6");
+        let mut denied = Vec::new();
+        add_note(
+            &mut denied,
+            PartialKind::Permission,
+            SOCKSTAT6,
+            "denied",
+            None,
+        );
+        assert!(!holds_no_tcp(&ns, &denied), "IPv6 count unknown");
+        for st in [
+            SockStat {
+                tcp_inuse: 1,
+                ..SockStat::default()
+            },
+            SockStat {
+                tcp6_inuse: 1,
+                ..SockStat::default()
+            },
+            SockStat {
+                tcp_tw: 1,
+                ..SockStat::default()
+            },
+        ] {
+            ns.sockstat = Some(st);
+            assert!(!holds_no_tcp(&ns, &[]), "{st:?}");
+        }
+    }
 
     #[test]
     fn sockstat_v4_and_v6() {

@@ -406,9 +406,9 @@ fn record_fixtures() {
         let mut grams = Vec::new();
         let mut buf = vec![0u8; RECV_BUF_LEN];
         for (family, name) in [(Family::Inet, "inet"), (Family::Inet6, "inet6")] {
-            sock.send_dump(family, &req).expect("send");
+            sock.send_dump(Some(family), &req).expect("send");
             for i in 0..1000 {
-                let n = sock.recv(&mut buf, family).expect("recv");
+                let n = sock.recv(&mut buf, Some(family)).expect("recv");
                 grams.push((format!("{name}-{i:02}.bin"), buf[..n].to_vec()));
                 let mut scratch = Vec::new();
                 let end = diag::decode_batch(

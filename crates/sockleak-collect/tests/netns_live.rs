@@ -185,3 +185,147 @@ fn deleted_namespace_is_reported_vanished() {
         me
     );
 }
+
+/// Sorted (cookie, state, local, remote, inode) rows: what two dumps of a
+/// quiet namespace must agree on.
+fn row_keys(rows: &[sockleak_model::Socket]) -> Vec<(u64, TcpState, String, String, u64)> {
+    let mut k: Vec<_> = rows
+        .iter()
+        .map(|s| {
+            (
+                s.cookie.0,
+                s.state,
+                s.local.to_string(),
+                s.remote.to_string(),
+                s.inode,
+            )
+        })
+        .collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn one_walk_dump_lists_what_the_per_family_dumps_list() {
+    if !root_or_skip("one_walk_dump_lists_what_the_per_family_dumps_list") {
+        return;
+    }
+    let ns = NetnsGuard::new("sockleak-w");
+    let d = discover(Path::new("/proc"), Path::new("/run/netns"));
+    let entry = find_named(&d.entries, &ns.name).clone();
+    let (both, by_family, tw_seen) = run_in(&entry, || {
+        use std::io::Write;
+        use std::net::{TcpListener, TcpStream};
+        // IPv4 and IPv6: listeners, an established pair, a CLOSE_WAIT with
+        // unread bytes, a TIME_WAIT (the client closes first).
+        let l4 = TcpListener::bind("127.0.0.1:0").expect("bind v4");
+        let l6 = TcpListener::bind("[::1]:0").expect("bind v6");
+        let mut held = Vec::new();
+        for l in [&l4, &l6] {
+            let addr = l.local_addr().expect("addr");
+            let c = TcpStream::connect(addr).expect("connect");
+            let (s, _) = l.accept().expect("accept");
+            held.push(c);
+            held.push(s);
+            let mut c = TcpStream::connect(addr).expect("connect");
+            let (s, _) = l.accept().expect("accept");
+            c.write_all(b"unread").expect("write");
+            drop(c);
+            held.push(s);
+            let c = TcpStream::connect(addr).expect("connect");
+            let (s, _) = l.accept().expect("accept");
+            drop(c);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(s);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let req = DumpRequest {
+            states: StateSet::ALL,
+            want_info: true,
+        };
+        let mut both = Vec::new();
+        let s1 = diag::dump(entry.id, &req, &mut both).expect("one-walk dump");
+        let mut by_family = Vec::new();
+        let s2 = diag::dump_by_family(entry.id, &req, &mut by_family).expect("per-family dumps");
+        assert_eq!(s1.malformed + s2.malformed, 0);
+        let tw = both
+            .iter()
+            .filter(|s| s.state == TcpState::TimeWait)
+            .count();
+        drop(held);
+        (both, by_family, tw)
+    })
+    .expect("enter namespace");
+    // 2 listeners + per family 2 established + 1 CLOSE_WAIT (+ its
+    // FIN_WAIT2 peer, closed: an orphan until it times out) + 1 TIME_WAIT.
+    assert!(both.len() >= 10, "too few rows: {both:#?}");
+    assert_eq!(tw_seen, 2, "one TIME_WAIT per family: {both:#?}");
+    for fam in [sockleak_model::Family::Inet, sockleak_model::Family::Inet6] {
+        assert!(
+            both.iter()
+                .any(|s| s.family == fam && s.state == TcpState::CloseWait && s.recv_q >= 6),
+            "CLOSE_WAIT with unread bytes of {fam:?} missing"
+        );
+        assert!(
+            both.iter().any(|s| s.family == fam && s.tcp_info.is_some()),
+            "tcp_info of {fam:?} missing"
+        );
+    }
+    assert_eq!(row_keys(&both), row_keys(&by_family));
+}
+
+#[test]
+fn only_a_namespace_without_tcp_sockets_is_called_empty() {
+    if !root_or_skip("only_a_namespace_without_tcp_sockets_is_called_empty") {
+        return;
+    }
+    use sockleak_collect::context::holds_no_tcp;
+    let ns = NetnsGuard::new("sockleak-e");
+    let d = discover(Path::new("/proc"), Path::new("/run/netns"));
+    let entry = find_named(&d.entries, &ns.name).clone();
+    let counts = |n: &mut Namespace| {
+        let mut notes = Vec::new();
+        read_namespace_context(n, &mut notes);
+        holds_no_tcp(n, &notes)
+    };
+    let (empty, v6_listener, time_wait_only) = run_in(&entry, || {
+        let mut n = Namespace::new(entry.id);
+        let empty = counts(&mut n);
+        // An IPv6 listener alone: counted by sockstat6 only.
+        let l6 = std::net::TcpListener::bind("[::1]:0").expect("bind v6");
+        let v6 = counts(&mut n);
+        // A TIME_WAIT alone: the client closes first, then everything else.
+        let addr = l6.local_addr().expect("addr");
+        let c = std::net::TcpStream::connect(addr).expect("connect");
+        let (s, _) = l6.accept().expect("accept");
+        drop(c);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(s);
+        drop(l6);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let tw = counts(&mut n);
+        let rows = {
+            let mut out = Vec::new();
+            diag::dump(
+                entry.id,
+                &DumpRequest {
+                    states: StateSet::ALL,
+                    want_info: false,
+                },
+                &mut out,
+            )
+            .expect("dump");
+            out
+        };
+        (empty, v6, (tw, rows))
+    })
+    .expect("enter namespace");
+    assert!(empty, "a fresh namespace holds no TCP socket");
+    assert!(!v6_listener, "an IPv6 listener is a TCP socket");
+    let (tw, rows) = time_wait_only;
+    assert!(
+        rows.iter().all(|s| s.state == TcpState::TimeWait) && !rows.is_empty(),
+        "expected only TIME_WAIT rows: {rows:#?}"
+    );
+    assert!(!tw, "a TIME_WAIT is a TCP socket");
+}

@@ -45,6 +45,20 @@ pub const RTA_HDRLEN: usize = 4;
 /// `SOCK_DIAG_BY_FAMILY`: request and reply type of an inet_diag dump.
 pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
 
+// ---- include/uapi/linux/inet_diag.h (legacy requests) -----------------------
+
+/// `TCPDIAG_GETSOCK`: the pre-`sock_diag` TCP request, still served by
+/// net/ipv4/inet_diag.c (`inet_diag_rcv_msg_compat`). Its dump runs with
+/// `sdiag_family = AF_UNSPEC`: IPv4 and IPv6 in one walk of the hash tables,
+/// where `SOCK_DIAG_BY_FAMILY` needs one walk per family. Replies carry this
+/// type instead of `SOCK_DIAG_BY_FAMILY`, with the same payload.
+pub const TCPDIAG_GETSOCK: u16 = 18;
+/// `sizeof(struct inet_diag_req)`: u8 family, u8 src_len, u8 dst_len, u8 ext,
+/// struct inet_diag_sockid id, u32 states, u32 dbs.
+pub const REQ_COMPAT_LEN: usize = 4 + SOCKID_LEN + 8;
+/// Offset of `idiag_states` in `struct inet_diag_req`.
+pub const REQ_COMPAT_STATES: usize = 4 + SOCKID_LEN;
+
 // ---- include/uapi/linux/inet_diag.h -----------------------------------------
 
 /// `sizeof(struct inet_diag_sockid)`: be16 sport, be16 dport, be32 src[4],

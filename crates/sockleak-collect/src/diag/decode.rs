@@ -91,17 +91,19 @@ pub fn decode_batch(
                 // 0 is an ACK: nothing to do.
             }
             abi::NLMSG_OVERRUN => return Err(malformed(at, "NLMSG_OVERRUN: the kernel lost data")),
-            abi::SOCK_DIAG_BY_FAMILY => match decode_row(payload, netns, stats) {
-                Some(sock) => {
-                    if seen.insert(sock.cookie.0) {
-                        out.push(sock);
-                        stats.rows += 1;
-                    } else {
-                        stats.duplicates += 1;
+            abi::SOCK_DIAG_BY_FAMILY | abi::TCPDIAG_GETSOCK => {
+                match decode_row(payload, netns, stats) {
+                    Some(sock) => {
+                        if seen.insert(sock.cookie.0) {
+                            out.push(sock);
+                            stats.rows += 1;
+                        } else {
+                            stats.duplicates += 1;
+                        }
                     }
+                    None => stats.malformed += 1,
                 }
-                None => stats.malformed += 1,
-            },
+            }
             _ => stats.malformed += 1,
         }
         // The last message of a datagram may lack its alignment padding.

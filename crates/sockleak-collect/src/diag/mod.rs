@@ -25,6 +25,7 @@ pub use tcp_info::decode_tcp_info;
 use rustc_hash::FxHashSet as HashSet;
 use sockleak_model::{Family, Socket, StateSet};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What to ask the kernel for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,53 +178,122 @@ impl DiagError {
     }
 }
 
-/// Upper bound on datagrams per family, so that a kernel (or a test double)
+/// Upper bound on datagrams per dump request, so that a kernel (or a test double)
 /// that never sends NLMSG_DONE cannot keep us looping: at ~200 rows per
 /// 64 KiB datagram this is far beyond any real table.
-const MAX_DATAGRAMS_PER_FAMILY: usize = 1 << 22;
+const MAX_DATAGRAMS_PER_DUMP: usize = 1 << 22;
 
-/// Dumps IPv4 then IPv6 TCP sockets in the calling thread's network
+/// Set once the kernel refused the one-walk legacy dump: from then on every
+/// dump of this process asks per family.
+static BOTH_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Dumps every TCP socket (IPv4 and IPv6) in the calling thread's network
 /// namespace, appending model sockets (owners empty) stamped with `netns` and
 /// deduplicated by cookie (a dump is not atomic). On error, rows appended
 /// before it stay in `out`.
+///
+/// Asks for both families in one `TCPDIAG_GETSOCK` dump: the kernel walks the
+/// whole established hash of the host (all namespaces share it) once per dump
+/// request, and at 150k sockets one walk is ~15–20 ms of CPU per namespace
+/// (docs/benchmarks.md). A kernel that refuses it (EINVAL, EOPNOTSUPP, ENOENT
+/// before any row) gets the `SOCK_DIAG_BY_FAMILY` dumps, IPv4 then IPv6.
 pub fn dump(netns: u64, req: &DumpRequest, out: &mut Vec<Socket>) -> Result<DumpStats, DiagError> {
     let mut sock = wire::DiagSocket::open()?;
     let mut buf = vec![0u8; wire::RECV_BUF_LEN];
     let mut seen: HashSet<u64> = HashSet::default();
     seen.reserve(out.capacity().saturating_sub(out.len()));
     let mut stats = DumpStats::default();
-    for family in [Family::Inet, Family::Inet6] {
-        sock.send_dump(family, req)?;
-        let mut done = false;
-        for _ in 0..MAX_DATAGRAMS_PER_FAMILY {
-            let n = sock.recv(&mut buf, family)?;
-            let batch = buf.get(..n).unwrap_or(&[]);
-            match decode_batch(batch, netns, out, &mut seen, &mut stats) {
-                Ok(BatchEnd::More) => {}
-                Ok(BatchEnd::Done) => {
-                    done = true;
-                    break;
-                }
-                Err(DiagError::Kernel { errno, .. })
-                    if errno.0 == libc::ENOENT || errno.0 == libc::EPROTONOSUPPORT =>
-                {
-                    return Err(DiagError::Unsupported {
-                        op: DiagOp::Dump(Some(family)),
-                        errno,
-                    });
-                }
-                Err(e) => return Err(e.with_family(family)),
+    if !BOTH_REFUSED.load(Ordering::Relaxed) {
+        let before = out.len();
+        match dump_one(
+            &mut sock, None, netns, req, &mut buf, out, &mut seen, &mut stats,
+        ) {
+            Ok(()) => return Ok(stats),
+            Err(DiagError::Kernel { errno, .. })
+                if out.len() == before
+                    && [libc::EINVAL, libc::EOPNOTSUPP, libc::ENOENT].contains(&errno.0) =>
+            {
+                BOTH_REFUSED.store(true, Ordering::Relaxed);
             }
-        }
-        if !done {
-            return Err(DiagError::Malformed {
-                op: DiagOp::Dump(Some(family)),
-                offset: 0,
-                what: "no NLMSG_DONE after the maximum number of datagrams",
-            });
+            Err(e) => return Err(e),
         }
     }
+    dump_families(&mut sock, netns, req, &mut buf, out, &mut seen, &mut stats)?;
     Ok(stats)
+}
+
+/// [`dump`] with one `SOCK_DIAG_BY_FAMILY` request per family, IPv4 then
+/// IPv6: what `dump` falls back to, public so that tests can compare the two.
+pub fn dump_by_family(
+    netns: u64,
+    req: &DumpRequest,
+    out: &mut Vec<Socket>,
+) -> Result<DumpStats, DiagError> {
+    let mut sock = wire::DiagSocket::open()?;
+    let mut buf = vec![0u8; wire::RECV_BUF_LEN];
+    let mut seen: HashSet<u64> = HashSet::default();
+    let mut stats = DumpStats::default();
+    dump_families(&mut sock, netns, req, &mut buf, out, &mut seen, &mut stats)?;
+    Ok(stats)
+}
+
+fn dump_families(
+    sock: &mut wire::DiagSocket,
+    netns: u64,
+    req: &DumpRequest,
+    buf: &mut [u8],
+    out: &mut Vec<Socket>,
+    seen: &mut HashSet<u64>,
+    stats: &mut DumpStats,
+) -> Result<(), DiagError> {
+    for family in [Family::Inet, Family::Inet6] {
+        dump_one(sock, Some(family), netns, req, buf, out, seen, stats)?;
+    }
+    Ok(())
+}
+
+/// Sends one dump request (one family, or both when `family` is `None`) and
+/// receives its reply up to NLMSG_DONE.
+#[allow(clippy::too_many_arguments)]
+fn dump_one(
+    sock: &mut wire::DiagSocket,
+    family: Option<Family>,
+    netns: u64,
+    req: &DumpRequest,
+    buf: &mut [u8],
+    out: &mut Vec<Socket>,
+    seen: &mut HashSet<u64>,
+    stats: &mut DumpStats,
+) -> Result<(), DiagError> {
+    sock.send_dump(family, req)?;
+    for _ in 0..MAX_DATAGRAMS_PER_DUMP {
+        let n = sock.recv(buf, family)?;
+        let batch = buf.get(..n).unwrap_or(&[]);
+        match decode_batch(batch, netns, out, seen, stats) {
+            Ok(BatchEnd::More) => {}
+            Ok(BatchEnd::Done) => return Ok(()),
+            Err(DiagError::Kernel { errno, .. })
+                if family.is_some()
+                    && (errno.0 == libc::ENOENT || errno.0 == libc::EPROTONOSUPPORT) =>
+            {
+                return Err(DiagError::Unsupported {
+                    op: DiagOp::Dump(family),
+                    errno,
+                });
+            }
+            Err(e) => {
+                return Err(match family {
+                    Some(f) => e.with_family(f),
+                    None => e,
+                })
+            }
+        }
+    }
+    Err(DiagError::Malformed {
+        op: DiagOp::Dump(family),
+        offset: 0,
+        what: "no NLMSG_DONE after the maximum number of datagrams",
+    })
 }
 
 #[cfg(test)]

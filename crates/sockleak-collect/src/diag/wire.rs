@@ -95,43 +95,60 @@ impl DiagSocket {
         req: &DumpRequest,
     ) -> [u8; abi::NLMSG_HDRLEN + abi::REQ_V2_LEN] {
         let mut b = [0u8; abi::NLMSG_HDRLEN + abi::REQ_V2_LEN];
-        let len = b.len() as u32;
-        b[0..4].copy_from_slice(&len.to_ne_bytes());
-        b[4..6].copy_from_slice(&abi::SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        b[6..8].copy_from_slice(&(abi::NLM_F_REQUEST | abi::NLM_F_DUMP).to_ne_bytes());
-        b[8..12].copy_from_slice(&seq.to_ne_bytes());
-        // nlmsg_pid 0: addressed to the kernel.
+        put_header(&mut b, abi::SOCK_DIAG_BY_FAMILY, seq);
         let p = abi::NLMSG_HDRLEN;
         b[p] = match family {
             Family::Inet => abi::AF_INET,
             Family::Inet6 => abi::AF_INET6,
         };
         b[p + 1] = abi::IPPROTO_TCP;
-        b[p + 2] = if req.want_info {
-            abi::EXT_INFO | abi::EXT_MEMINFO
-        } else {
-            0
-        };
-        let mut states = req.states.0;
-        // Request sockets of listeners live in state TCP_NEW_SYN_RECV; ask for
-        // them whenever SYN_RECV is wanted (ss does the same).
-        if req.states.contains(TcpState::SynRecv) {
-            states |= 1 << abi::TCP_NEW_SYN_RECV;
-        }
-        b[p + 4..p + 8].copy_from_slice(&states.to_ne_bytes());
+        b[p + 2] = ext_bits(req);
+        b[p + 4..p + 8].copy_from_slice(&state_bits(req).to_ne_bytes());
         // The sockid stays zero: a dump without bytecode ignores it.
         b
     }
 
-    /// Sends a dump request for all TCP sockets of `family` in the states of
-    /// `req`.
-    pub fn send_dump(&mut self, family: Family, req: &DumpRequest) -> Result<(), DiagError> {
+    /// Builds the legacy request datagram: `nlmsghdr` (`TCPDIAG_GETSOCK`) +
+    /// `struct inet_diag_req`. The kernel ignores its family for a dump and
+    /// walks both (see [`abi::TCPDIAG_GETSOCK`]).
+    pub fn request_bytes_both(
+        seq: u32,
+        req: &DumpRequest,
+    ) -> [u8; abi::NLMSG_HDRLEN + abi::REQ_COMPAT_LEN] {
+        let mut b = [0u8; abi::NLMSG_HDRLEN + abi::REQ_COMPAT_LEN];
+        put_header(&mut b, abi::TCPDIAG_GETSOCK, seq);
+        let p = abi::NLMSG_HDRLEN;
+        // idiag_family stays AF_UNSPEC (0), src_len and dst_len 0.
+        b[p + 3] = ext_bits(req);
+        let at = p + abi::REQ_COMPAT_STATES;
+        b[at..at + 4].copy_from_slice(&state_bits(req).to_ne_bytes());
+        b
+    }
+
+    /// Sends a dump request for all TCP sockets in the states of `req`: of
+    /// `family`, or of both families in one walk when `family` is `None`.
+    pub fn send_dump(
+        &mut self,
+        family: Option<Family>,
+        req: &DumpRequest,
+    ) -> Result<(), DiagError> {
         self.seq = self.seq.wrapping_add(1);
-        let msg = Self::request_bytes(self.seq, family, req);
+        match family {
+            Some(f) => self.send(
+                &Self::request_bytes(self.seq, f, req),
+                DiagOp::Request(family),
+            ),
+            None => self.send(
+                &Self::request_bytes_both(self.seq, req),
+                DiagOp::Request(None),
+            ),
+        }
+    }
+
+    fn send(&self, msg: &[u8], op: DiagOp) -> Result<(), DiagError> {
         // SAFETY: sockaddr_nl is plain old data; all-zero is a valid value.
         let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        let op = DiagOp::Request(Some(family));
         loop {
             // SAFETY: `msg` and `kernel` are valid for the lengths passed and
             // outlive the call.
@@ -164,8 +181,8 @@ impl DiagSocket {
 
     /// Receives one datagram into `buf`, returning its length. A datagram
     /// larger than `buf` is an error, never a silent truncation.
-    pub fn recv(&self, buf: &mut [u8], family: Family) -> Result<usize, DiagError> {
-        let op = DiagOp::Dump(Some(family));
+    pub fn recv(&self, buf: &mut [u8], family: Option<Family>) -> Result<usize, DiagError> {
+        let op = DiagOp::Dump(family);
         loop {
             // SAFETY: `buf` is valid for writes of `buf.len()` bytes. MSG_TRUNC
             // makes the return value the real datagram length.
@@ -204,6 +221,35 @@ impl DiagSocket {
             return Ok(n);
         }
     }
+}
+
+/// `nlmsghdr` of a dump request: length, type, REQUEST|DUMP, sequence;
+/// `nlmsg_pid` 0 addresses the kernel.
+fn put_header(b: &mut [u8], ty: u16, seq: u32) {
+    let len = b.len() as u32;
+    b[0..4].copy_from_slice(&len.to_ne_bytes());
+    b[4..6].copy_from_slice(&ty.to_ne_bytes());
+    b[6..8].copy_from_slice(&(abi::NLM_F_REQUEST | abi::NLM_F_DUMP).to_ne_bytes());
+    b[8..12].copy_from_slice(&seq.to_ne_bytes());
+}
+
+fn ext_bits(req: &DumpRequest) -> u8 {
+    if req.want_info {
+        abi::EXT_INFO | abi::EXT_MEMINFO
+    } else {
+        0
+    }
+}
+
+/// The kernel's state mask. Request sockets of listeners live in state
+/// TCP_NEW_SYN_RECV; they are asked for whenever SYN_RECV is wanted (ss does
+/// the same).
+fn state_bits(req: &DumpRequest) -> u32 {
+    let mut states = req.states.0;
+    if req.states.contains(TcpState::SynRecv) {
+        states |= 1 << abi::TCP_NEW_SYN_RECV;
+    }
+    states
 }
 
 impl AsFd for DiagSocket {
@@ -253,5 +299,32 @@ mod tests {
             u32::from_ne_bytes([plain[20], plain[21], plain[22], plain[23]]),
             0xffe | (1 << 12)
         );
+    }
+
+    #[test]
+    fn legacy_request_layout() {
+        let mut states = StateSet::empty();
+        states.insert(TcpState::CloseWait);
+        states.insert(TcpState::SynRecv);
+        let b = DiagSocket::request_bytes_both(
+            9,
+            &DumpRequest {
+                states,
+                want_info: true,
+            },
+        );
+        // nlmsghdr 16 + struct inet_diag_req 60.
+        assert_eq!(b.len(), 76);
+        assert_eq!(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]), 76);
+        assert_eq!(u16::from_ne_bytes([b[4], b[5]]), 18);
+        assert_eq!(u16::from_ne_bytes([b[6], b[7]]), 0x301);
+        assert_eq!(u32::from_ne_bytes([b[8], b[9], b[10], b[11]]), 9);
+        // family AF_UNSPEC, src_len 0, dst_len 0, ext INFO|MEMINFO.
+        assert_eq!(&b[16..20], &[0, 0, 0, 0b11]);
+        // the sockid (48 bytes) is zero, then states, then dbs.
+        assert!(b[20..68].iter().all(|x| *x == 0));
+        let mask = u32::from_ne_bytes([b[68], b[69], b[70], b[71]]);
+        assert_eq!(mask, (1 << 8) | (1 << 3) | (1 << 12));
+        assert!(b[72..].iter().all(|x| *x == 0));
     }
 }
