@@ -366,6 +366,9 @@ fn measure_fd_table_vs_proc_walk() {
     let load = timed(ROUNDS, || {
         drop(FdTableReader::new().expect("load"));
     });
+    let load_full = timed(ROUNDS, || {
+        drop(FdTableReader::new_with(sockleak_collect::bpf::BtfChoice::Full).expect("load (full)"));
+    });
     let once = timed(ROUNDS, || {
         n_bpf = read_fd_table().expect("read_fd_table").sockets.len();
     });
@@ -392,8 +395,68 @@ fn measure_fd_table_vs_proc_walk() {
         std::thread::available_parallelism().map_or(1, usize::from)
     );
     show("load only (FdTableReader::new)", load);
+    show("load only, whole kernel BTF", load_full);
     show("read_fd_table (load + read)", once);
     show("FdTableReader::read (reused)", reused);
     show("/proc walk, walk_fds: true", proc_walk);
     show("/proc scan, walk_fds: false", proc_count_only);
+}
+
+/// The reader relocated against the cut-down BTF (the default) reads exactly
+/// what the one relocated against the whole kernel BTF reads, and on a kernel
+/// with BTF the cut-down one is really used (a silent fallback would only
+/// show as a slower scan).
+#[test]
+fn minimized_btf_reader_reads_what_the_full_btf_reader_reads() {
+    use sockleak_collect::bpf::BtfChoice;
+    let _guard = lock();
+    let Some(mut small) =
+        reader_or_skip("minimized_btf_reader_reads_what_the_full_btf_reader_reads")
+    else {
+        return;
+    };
+    assert_eq!(small.btf(), BtfChoice::Minimized);
+    let mut full = FdTableReader::new_with(BtfChoice::Full).expect("full BTF reader");
+    assert_eq!(full.btf(), BtfChoice::Full);
+
+    let pid = std::process::id();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (accepted, _) = listener.accept().expect("accept");
+    let udp = UdpSocket::bind("[::1]:0").expect("udp6");
+    let (ua, ub) = UnixStream::pair().expect("socketpair");
+
+    let a = small.read().expect("read (minimized BTF)");
+    let b = full.read().expect("read (full BTF)");
+    let mine = |t: &FdTable| {
+        let mut v: Vec<_> = t
+            .sockets
+            .iter()
+            .filter(|s| s.pid == pid)
+            .map(|s| (s.fd, s.inode, s.family, s.protocol))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let (sa, sb) = (mine(&a), mine(&b));
+    assert_eq!(sa, sb);
+    // The family and protocol are read through CO-RE offsets: wrong offsets
+    // would not agree with what the fds are.
+    for (fd, family, protocol) in [
+        (listener.as_raw_fd(), libc::AF_INET, libc::IPPROTO_TCP),
+        (client.as_raw_fd(), libc::AF_INET, libc::IPPROTO_TCP),
+        (accepted.as_raw_fd(), libc::AF_INET, libc::IPPROTO_TCP),
+        (udp.as_raw_fd(), libc::AF_INET6, libc::IPPROTO_UDP),
+        (ua.as_raw_fd(), libc::AF_UNIX, 0),
+    ] {
+        let row = sa
+            .iter()
+            .find(|r| r.0 == fd as u32)
+            .unwrap_or_else(|| panic!("fd {fd} missing: {sa:?}"));
+        assert_eq!(row.1, inode(fd), "inode of fd {fd}");
+        assert_eq!((row.2, row.3), (family as u16, protocol as u16), "fd {fd}");
+    }
+    assert_eq!(a.kinds(pid), b.kinds(pid));
+    assert!(a.kinds(pid).is_some());
+    drop((client, accepted, udp, ua, ub));
 }

@@ -16,7 +16,9 @@
 //!   `tools/bpf/build` (clang) and committed; it is embedded here, so building
 //!   sockleak needs no C toolchain, libbpf or libelf, and running it needs
 //!   only the kernel. CO-RE relocations against /sys/kernel/btf/vmlinux adapt
-//!   the field offsets to the running kernel.
+//!   the field offsets to the running kernel. The kernel's BTF is first cut
+//!   down to the structs the program reads ([`btf_min`]): the full parse and
+//!   relocation took ~100 ms of CPU, more than reading the table.
 //! - Requirements at run time: Linux >= 5.11 (`bpf_sock_from_file`; the
 //!   iterator itself is 5.8) with BTF (`CONFIG_DEBUG_INFO_BTF`), and
 //!   CAP_BPF + CAP_PERFMON (or root) to load a tracing program. On the
@@ -37,6 +39,7 @@
 //! - Like the walk, one read is not atomic: fds opened or closed while it
 //!   runs may or may not be seen.
 
+pub mod btf_min;
 mod record;
 
 use crate::procfs::SocketFd;
@@ -203,6 +206,45 @@ impl FdTable {
 /// each [`read`](Self::read) only a link and the iteration.
 pub struct FdTableReader {
     ebpf: Ebpf,
+    btf: BtfChoice,
+}
+
+/// The kernel BTF a reader is relocated against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BtfChoice {
+    /// Cut down to the structs the program reads ([`btf_min`]).
+    Minimized,
+    /// All of /sys/kernel/btf/vmlinux.
+    Full,
+}
+
+/// Where the running kernel describes its types.
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Loads the object relocated against `btf` and the iterator program with
+/// `btf`'s id of its attach point.
+fn load_with(btf: &Btf) -> Result<Ebpf, BpfError> {
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(btf))
+        .load(FDTABLE_OBJ)
+        .map_err(|e| classify("loading the object", &e))?;
+    let program: &mut Iter = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| BpfError::Load(format!("program {PROGRAM_NAME} not in the object")))?
+        .try_into()
+        .map_err(|e| classify("program type", &e))?;
+    program.load(ITER_TARGET, btf).map_err(|e| {
+        if matches!(e, aya::programs::ProgramError::Btf(_)) {
+            // No `bpf_iter_task_file` in the kernel's BTF: before 5.8.
+            BpfError::Unsupported(format!(
+                "the kernel has no task_file iterator (Linux >= 5.8): {}",
+                chain(&e)
+            ))
+        } else {
+            classify("loading the program", &e)
+        }
+    })?;
+    Ok(ebpf)
 }
 
 impl std::fmt::Debug for FdTableReader {
@@ -213,41 +255,58 @@ impl std::fmt::Debug for FdTableReader {
 
 impl FdTableReader {
     /// Checks the pid namespace, then loads the program (BTF from
-    /// /sys/kernel/btf/vmlinux, CO-RE relocation, verifier).
+    /// /sys/kernel/btf/vmlinux, minimized; CO-RE relocation, verifier). If
+    /// the minimized BTF cannot be made or does not load, the full one is
+    /// used, as [`FdTableReader::new_with`]`(BtfChoice::Full)` would.
     pub fn new() -> Result<FdTableReader, BpfError> {
+        Self::new_with(BtfChoice::Minimized)
+    }
+
+    /// [`new`](Self::new) with the BTF of the caller's choice (tests compare
+    /// the two).
+    pub fn new_with(choice: BtfChoice) -> Result<FdTableReader, BpfError> {
         check_initial_pid_namespace()?;
-        let btf = Btf::from_sys_fs().map_err(|e| {
-            let reason = chain(&e);
-            if find_io_error(&e).is_some_and(|io| io.kind() == io::ErrorKind::NotFound) {
+        let raw = std::fs::read(VMLINUX_BTF).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
                 BpfError::Unsupported(format!(
-                    "kernel BTF (/sys/kernel/btf/vmlinux) is missing: \
-                     needs CONFIG_DEBUG_INFO_BTF ({reason})"
+                    "kernel BTF ({VMLINUX_BTF}) is missing: needs CONFIG_DEBUG_INFO_BTF ({e})"
                 ))
             } else {
                 classify("reading kernel BTF", &e)
             }
         })?;
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .load(FDTABLE_OBJ)
-            .map_err(|e| classify("loading the object", &e))?;
-        let program: &mut Iter = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or_else(|| BpfError::Load(format!("program {PROGRAM_NAME} not in the object")))?
-            .try_into()
-            .map_err(|e| classify("program type", &e))?;
-        program.load(ITER_TARGET, &btf).map_err(|e| {
-            if matches!(e, aya::programs::ProgramError::Btf(_)) {
-                // No `bpf_iter_task_file` in the kernel's BTF: before 5.8.
-                BpfError::Unsupported(format!(
-                    "the kernel has no task_file iterator (Linux >= 5.8): {}",
-                    chain(&e)
-                ))
-            } else {
-                classify("loading the program", &e)
+        if choice == BtfChoice::Minimized {
+            let small = btf_min::minimize(&raw, btf_min::KEPT_STRUCTS, btf_min::KEPT_FUNCS)
+                .ok()
+                .and_then(|b| Btf::parse(&b, aya::Endianness::default()).ok());
+            if let Some(btf) = small {
+                match load_with(&btf) {
+                    Ok(ebpf) => {
+                        return Ok(FdTableReader {
+                            ebpf,
+                            btf: BtfChoice::Minimized,
+                        })
+                    }
+                    // Refused whatever the BTF: no point parsing it all.
+                    Err(e @ (BpfError::Permission(_) | BpfError::Unsupported(_))) => return Err(e),
+                    // A relocation the cut BTF could not satisfy.
+                    Err(BpfError::Load(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
-        })?;
-        Ok(FdTableReader { ebpf })
+        }
+        let btf = Btf::parse(&raw, aya::Endianness::default())
+            .map_err(|e| classify("reading kernel BTF", &e))?;
+        drop(raw);
+        Ok(FdTableReader {
+            ebpf: load_with(&btf)?,
+            btf: BtfChoice::Full,
+        })
+    }
+
+    /// Which BTF the program was relocated against.
+    pub fn btf(&self) -> BtfChoice {
+        self.btf
     }
 
     /// Reads every fd table once.
