@@ -126,11 +126,13 @@ fn scan_unfiltered_with(
     // parse and verifier, ~50–70 ms of one core that would otherwise wait)
     // and read while the largest dump still runs, as close to the dumps in
     // time as the walk would be.
+    // Read once: it decides the eBPF load and explains denials at the end.
+    let privs = crate::privileges::probe();
     let mut reader = None;
     let (mut dumps, procs) = std::thread::scope(|s| {
         let dumper = s.spawn(|| dump_namespaces(&entries, &req, opts.threads));
         if cache.is_none() {
-            reader = bpf_reader(opts, &mut snap.partial);
+            reader = bpf_reader(opts, &privs, &mut snap.partial);
         }
         let procs = match cache.as_deref_mut() {
             Some(c) => procfs::cache::scan_processes_cached(&proc_opts, c),
@@ -199,7 +201,7 @@ fn scan_unfiltered_with(
         .map(|s| (s.netns, s.local))
         .collect();
     processes.sort_by_key(|p| p.pid);
-    explain_denials_to_root(&mut snap.partial);
+    explain_denials_to_root(&mut snap.partial, &privs);
     snap.sockets = sockets;
     snap.processes = processes;
     snap
@@ -232,8 +234,7 @@ pub fn scan(opts: &ScanOptions) -> Snapshot {
 /// When sockleak already has every capability a fix would grant, "run as
 /// root" is no advice: what is still refused is guarded by a security module
 /// or a sandbox (seen for a container runtime's pid 1).
-fn explain_denials_to_root(notes: &mut [PartialNote]) {
-    let p = crate::privileges::probe();
+fn explain_denials_to_root(notes: &mut [PartialNote], p: &crate::privileges::Privileges) {
     if !(p.cap_sys_ptrace && p.cap_dac_read_search && p.cap_sys_admin) {
         return;
     }
@@ -341,46 +342,60 @@ fn collect_processes(
 type Reader = crate::bpf::FdTableReader;
 
 /// The loaded iterator, kept for the life of the process: `serve` and other
-/// repeated scans pay the load (BTF parse, verifier: ~50 ms) once. A load
-/// that failed is remembered too (no BTF does not come back).
+/// repeated scans pay the load (BTF parse, relocation, verifier: ~35 ms of
+/// CPU) once. A load that failed is remembered with its time and tried
+/// again after [`BPF_RETRY`]: missing BTF does not come back, but a transient
+/// failure (ENOMEM, a verifier under memory pressure) must not leave a
+/// long-running `serve` on the slower walk until it restarts.
 #[cfg(feature = "bpf")]
-static READER: std::sync::Mutex<Option<Result<Reader, String>>> = std::sync::Mutex::new(None);
+static READER: std::sync::Mutex<Option<Result<Reader, (String, std::time::Instant)>>> =
+    std::sync::Mutex::new(None);
+
+/// How long a failed eBPF load is believed before it is tried again.
+#[cfg(feature = "bpf")]
+const BPF_RETRY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The reader for this scan, or `None` for the /proc walk: [`FdSource`]
 /// allows it, this is the real /proc (a fixture tree's processes are not the
 /// kernel's), the privileges are there (an unprivileged scan does not pay
 /// for parsing BTF only to be refused) and it loads.
 #[cfg(feature = "bpf")]
-fn bpf_reader(opts: &ScanOptions, notes: &mut Vec<PartialNote>) -> Option<Reader> {
+fn bpf_reader(
+    opts: &ScanOptions,
+    privs: &crate::privileges::Privileges,
+    notes: &mut Vec<PartialNote>,
+) -> Option<Reader> {
     if opts.fd_source == FdSource::Proc || opts.proc_root != std::path::Path::new("/proc") {
         return None;
     }
-    if opts.fd_source == FdSource::Auto && !crate::privileges::probe().can_load_tracing_bpf() {
+    if opts.fd_source == FdSource::Auto && !privs.can_load_tracing_bpf() {
         return None;
     }
     let mut slot = READER.lock().unwrap_or_else(|p| p.into_inner());
     let got = match slot.take() {
         Some(Ok(r)) => Ok(r),
-        Some(Err(e)) => Err(e),
-        // Loading costs ~50 ms of CPU and a transient ~30 MB (the kernel's
-        // BTF parsed for CO-RE); the walk costs ~4 µs per fd. On a host with
-        // few open files the walk is cheaper for a one-off scan; a reader
-        // already loaded (serve, a later scan) is used whatever the size.
-        None if opts.fd_source == FdSource::Auto
-            && open_files().is_some_and(|n| n < BPF_MIN_FILES) =>
+        Some(Err((e, at))) if at.elapsed() < BPF_RETRY => Err((e, at)),
+        // Loading costs ~35 ms of CPU and a transient ~15 MB (the kernel's
+        // BTF, cut down, parsed for CO-RE); the walk costs ~4 µs of CPU per
+        // fd. On a host with few open files the walk is cheaper for a one-off
+        // scan; a reader already loaded (serve, a later scan) is used
+        // whatever the size.
+        None | Some(Err(_))
+            if opts.fd_source == FdSource::Auto
+                && open_files().is_some_and(|n| n < BPF_MIN_FILES) =>
         {
             return None;
         }
         // Two scans at once in one process: the second loads its own.
-        None => Reader::new()
-            .map_err(|e| e.to_string())
+        None | Some(Err(_)) => Reader::new()
+            .map_err(|e| (e.to_string(), std::time::Instant::now()))
             .inspect(|_| trim_heap()),
     };
     match got {
         Ok(r) => Some(r),
-        Err(e) => {
-            *slot = Some(Err(e.clone()));
+        Err((e, at)) => {
             bpf_fallback_note(opts, notes, &e);
+            *slot = Some(Err((e, at)));
             None
         }
     }
@@ -465,7 +480,11 @@ fn bpf_fallback_note(opts: &ScanOptions, notes: &mut Vec<PartialNote>, why: &str
 enum Reader {}
 
 #[cfg(not(feature = "bpf"))]
-fn bpf_reader(opts: &ScanOptions, notes: &mut Vec<PartialNote>) -> Option<Reader> {
+fn bpf_reader(
+    opts: &ScanOptions,
+    _privs: &crate::privileges::Privileges,
+    notes: &mut Vec<PartialNote>,
+) -> Option<Reader> {
     bpf_fallback_note(opts, notes, "built without the `bpf` feature");
     None
 }

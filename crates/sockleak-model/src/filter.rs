@@ -212,8 +212,11 @@ impl Filter {
     /// filters also narrow the process list to the owners of what is shown.
     /// Listening endpoints stay in `snap.listeners` for grouping.
     pub fn apply(&self, snap: &mut Snapshot) {
+        // A set, not `listeners.contains` per LISTEN socket: quadratic on a
+        // host with tens of thousands of listeners.
+        let mut known: HashSet<_> = snap.listeners.iter().copied().collect();
         for s in &snap.sockets {
-            if s.state == TcpState::Listen && !snap.listeners.contains(&(s.netns, s.local)) {
+            if s.state == TcpState::Listen && known.insert((s.netns, s.local)) {
                 snap.listeners.push((s.netns, s.local));
             }
         }

@@ -69,6 +69,9 @@ fn handle(app: &mut App, ev: Event, sink: &mut Option<Sink<'_>>) -> Result<()> {
         if let (Some(sink), Some((obs, snap))) = (sink.as_mut(), app.latest()) {
             sink(obs, snap)?;
         }
+        // The previous snapshot was just freed: hand its memory back, as the
+        // --jsonl loop does, or the view grows to several snapshots' worth.
+        sockleak_collect::scan::release_freed_memory();
     }
     Ok(())
 }
