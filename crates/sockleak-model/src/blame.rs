@@ -241,7 +241,7 @@ mod tests {
         Socket {
             inode: 1,
             netns: 1,
-            owners,
+            owners: owners.into(),
             ..Socket::new(Cookie(1), state, local, remote)
         }
     }

@@ -762,11 +762,13 @@ mod tests {
             tcp_info: Some(TcpInfo::default()),
             owners: owner
                 .map(|pid| {
-                    vec![Owner {
+                    [Owner {
                         pid,
                         fd: 3,
                         inherited: false,
                     }]
+                    .into_iter()
+                    .collect()
                 })
                 .unwrap_or_default(),
             ..Socket::new(Cookie(cookie), state, lo(local), lo(remote))

@@ -625,11 +625,13 @@ mod tests {
             netns: 1,
             owners: pid
                 .map(|pid| {
-                    vec![Owner {
+                    [Owner {
                         pid,
                         fd: 3,
                         inherited: false,
                     }]
+                    .into_iter()
+                    .collect()
                 })
                 .unwrap_or_default(),
             ..Socket::new(Cookie(cookie), state, lo(local), lo(remote))

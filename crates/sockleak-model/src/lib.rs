@@ -33,4 +33,6 @@ pub use group::{group_key, GroupKey, Role};
 pub use host::{HostInfo, Namespace, NetnsId, PortRange, SockStat, TcpCounters};
 pub use process::{FdKind, FdKinds, Process};
 pub use snapshot::{add_note, merge_notes, PartialKind, PartialNote, Snapshot};
-pub use socket::{Cookie, Endpoint, Family, MemInfo, Owner, Socket, TcpInfo, TcpState, Timer};
+pub use socket::{
+    Cookie, Endpoint, Family, MemInfo, Owner, Owners, Socket, TcpInfo, TcpState, Timer,
+};

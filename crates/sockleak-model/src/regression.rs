@@ -459,11 +459,13 @@ mod tests {
         Socket {
             inode: cookie,
             netns: 1,
-            owners: vec![Owner {
+            owners: [Owner {
                 pid,
                 fd: 3,
                 inherited: false,
-            }],
+            }]
+            .into_iter()
+            .collect(),
             ..Socket::new(Cookie(cookie), state, ep(local), ep(remote))
         }
     }

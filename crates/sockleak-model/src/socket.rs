@@ -264,6 +264,9 @@ pub struct Owner {
     pub inherited: bool,
 }
 
+/// The holders of one socket: nearly always one, kept inline.
+pub type Owners = smallvec::SmallVec<[Owner; 1]>;
+
 /// One TCP socket from one sock_diag row, with its holders joined in.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Socket {
@@ -287,7 +290,7 @@ pub struct Socket {
     pub retrans: u8,
     pub tcp_info: Option<TcpInfo>,
     pub mem: Option<MemInfo>,
-    pub owners: Vec<Owner>,
+    pub owners: Owners,
 }
 
 impl Socket {
@@ -315,7 +318,7 @@ impl Socket {
             retrans: 0,
             tcp_info: None,
             mem: None,
-            owners: Vec::new(),
+            owners: Owners::new(),
         }
     }
 

@@ -221,6 +221,18 @@ pub enum BtfChoice {
 /// Where the running kernel describes its types.
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+fn read_vmlinux_btf() -> Result<Vec<u8>, BpfError> {
+    std::fs::read(VMLINUX_BTF).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            BpfError::Unsupported(format!(
+                "kernel BTF ({VMLINUX_BTF}) is missing: needs CONFIG_DEBUG_INFO_BTF ({e})"
+            ))
+        } else {
+            classify("reading kernel BTF", &e)
+        }
+    })
+}
+
 /// Loads the object relocated against `btf` and the iterator program with
 /// `btf`'s id of its attach point.
 fn load_with(btf: &Btf) -> Result<Ebpf, BpfError> {
@@ -266,19 +278,17 @@ impl FdTableReader {
     /// the two).
     pub fn new_with(choice: BtfChoice) -> Result<FdTableReader, BpfError> {
         check_initial_pid_namespace()?;
-        let raw = std::fs::read(VMLINUX_BTF).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                BpfError::Unsupported(format!(
-                    "kernel BTF ({VMLINUX_BTF}) is missing: needs CONFIG_DEBUG_INFO_BTF ({e})"
-                ))
-            } else {
-                classify("reading kernel BTF", &e)
-            }
-        })?;
         if choice == BtfChoice::Minimized {
-            let small = btf_min::minimize(&raw, btf_min::KEPT_STRUCTS, btf_min::KEPT_FUNCS)
-                .ok()
-                .and_then(|b| Btf::parse(&b, aya::Endianness::default()).ok());
+            // The 6 MB file is freed before aya parses the cut-down copy: a
+            // scan loads this while its dumps fill their buffers, and the
+            // two peaks add up.
+            let small = btf_min::minimize(
+                &read_vmlinux_btf()?,
+                btf_min::KEPT_STRUCTS,
+                btf_min::KEPT_FUNCS,
+            )
+            .ok()
+            .and_then(|b| Btf::parse(&b, aya::Endianness::default()).ok());
             if let Some(btf) = small {
                 match load_with(&btf) {
                     Ok(ebpf) => {
@@ -295,9 +305,8 @@ impl FdTableReader {
                 }
             }
         }
-        let btf = Btf::parse(&raw, aya::Endianness::default())
+        let btf = Btf::parse(&read_vmlinux_btf()?, aya::Endianness::default())
             .map_err(|e| classify("reading kernel BTF", &e))?;
-        drop(raw);
         Ok(FdTableReader {
             ebpf: load_with(&btf)?,
             btf: BtfChoice::Full,

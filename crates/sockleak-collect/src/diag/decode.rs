@@ -156,7 +156,7 @@ fn decode_row(p: &[u8], netns: u64, stats: &mut DumpStats) -> Option<Socket> {
         retrans: abi::u8_at(p, msg::RETRANS)?,
         tcp_info: None,
         mem: None,
-        owners: Vec::new(),
+        owners: sockleak_model::Owners::new(),
     };
     decode_attrs(
         &p[abi::nlmsg_align(abi::MSG_LEN).min(p.len())..],

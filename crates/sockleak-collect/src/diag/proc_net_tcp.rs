@@ -145,7 +145,7 @@ fn parse_line(line: &str, family: Family, netns: u64) -> Option<Socket> {
         retrans: u8::try_from(retrans).unwrap_or(u8::MAX),
         tcp_info: None,
         mem: None,
-        owners: Vec::new(),
+        owners: sockleak_model::Owners::new(),
     })
 }
 

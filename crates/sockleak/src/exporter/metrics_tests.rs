@@ -110,11 +110,13 @@ impl Builder {
             mem: None,
             owners: owner
                 .map(|pid| {
-                    vec![Owner {
+                    [Owner {
                         pid,
                         fd: 3 + self.cookie as u32,
                         inherited: false,
                     }]
+                    .into_iter()
+                    .collect()
                 })
                 .unwrap_or_default(),
         });

@@ -32,11 +32,13 @@ fn sock(cookie: u64, state: TcpState, local: u16, remote: u16, pid: u32) -> Sock
         inode: cookie,
         netns: 1,
         tcp_info: Some(TcpInfo::default()),
-        owners: vec![Owner {
+        owners: [Owner {
             pid,
             fd: 10 + (cookie % 1000) as u32,
             inherited: false,
-        }],
+        }]
+        .into_iter()
+        .collect(),
         ..Socket::new(Cookie(cookie), state, lo(local), lo(remote))
     }
 }
