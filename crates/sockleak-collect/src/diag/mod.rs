@@ -209,10 +209,7 @@ pub fn dump(netns: u64, req: &DumpRequest, out: &mut Vec<Socket>) -> Result<Dump
             &mut sock, None, netns, req, &mut buf, out, &mut seen, &mut stats,
         ) {
             Ok(()) => return Ok(stats),
-            Err(DiagError::Kernel { errno, .. })
-                if out.len() == before
-                    && [libc::EINVAL, libc::EOPNOTSUPP, libc::ENOENT].contains(&errno.0) =>
-            {
+            Err(e) if legacy_refused(&e, out.len() > before) => {
                 BOTH_REFUSED.store(true, Ordering::Relaxed);
             }
             Err(e) => return Err(e),
@@ -220,6 +217,15 @@ pub fn dump(netns: u64, req: &DumpRequest, out: &mut Vec<Socket>) -> Result<Dump
     }
     dump_families(&mut sock, netns, req, &mut buf, out, &mut seen, &mut stats)?;
     Ok(stats)
+}
+
+/// True when the one-walk `TCPDIAG_GETSOCK` dump failed because this kernel
+/// does not serve it, before any row came: EINVAL (the type gone from
+/// `sock_diag_rcv_msg`), EOPNOTSUPP (no inet compat handler), ENOENT (no
+/// tcp_diag). Anything else, or a failure after rows, is a real error.
+fn legacy_refused(e: &DiagError, got_rows: bool) -> bool {
+    matches!(e, DiagError::Kernel { errno, .. }
+        if !got_rows && [libc::EINVAL, libc::EOPNOTSUPP, libc::ENOENT].contains(&errno.0))
 }
 
 /// [`dump`] with one `SOCK_DIAG_BY_FAMILY` request per family, IPv4 then
@@ -299,6 +305,25 @@ fn dump_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refusal_before_any_row_falls_back_to_per_family_dumps() {
+        let kernel = |errno| DiagError::Kernel {
+            op: DiagOp::Dump(None),
+            errno: Errno(errno),
+        };
+        for errno in [libc::EINVAL, libc::EOPNOTSUPP, libc::ENOENT] {
+            assert!(legacy_refused(&kernel(errno), false), "{errno}");
+            assert!(!legacy_refused(&kernel(errno), true), "{errno} after rows");
+        }
+        assert!(!legacy_refused(&kernel(libc::EPERM), false));
+        assert!(!legacy_refused(&kernel(libc::ENOBUFS), false));
+        let io = DiagError::Io {
+            op: DiagOp::Dump(None),
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        };
+        assert!(!legacy_refused(&io, false));
+    }
 
     #[test]
     fn error_messages_name_operation_and_object() {
