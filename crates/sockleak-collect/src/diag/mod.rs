@@ -198,12 +198,31 @@ static BOTH_REFUSED: AtomicBool = AtomicBool::new(false);
 /// (docs/benchmarks.md). A kernel that refuses it (EINVAL, EOPNOTSUPP, ENOENT
 /// before any row) gets the `SOCK_DIAG_BY_FAMILY` dumps, IPv4 then IPv6.
 pub fn dump(netns: u64, req: &DumpRequest, out: &mut Vec<Socket>) -> Result<DumpStats, DiagError> {
+    dump_with(netns, req, out, !BOTH_REFUSED.load(Ordering::Relaxed))
+}
+
+/// [`dump`] with one `SOCK_DIAG_BY_FAMILY` request per family, IPv4 then
+/// IPv6: what `dump` falls back to, public so that tests can compare the two.
+pub fn dump_by_family(
+    netns: u64,
+    req: &DumpRequest,
+    out: &mut Vec<Socket>,
+) -> Result<DumpStats, DiagError> {
+    dump_with(netns, req, out, false)
+}
+
+fn dump_with(
+    netns: u64,
+    req: &DumpRequest,
+    out: &mut Vec<Socket>,
+    both_first: bool,
+) -> Result<DumpStats, DiagError> {
     let mut sock = wire::DiagSocket::open()?;
     let mut buf = vec![0u8; wire::RECV_BUF_LEN];
     let mut seen: HashSet<u64> = HashSet::default();
     seen.reserve(out.capacity().saturating_sub(out.len()));
     let mut stats = DumpStats::default();
-    if !BOTH_REFUSED.load(Ordering::Relaxed) {
+    if both_first {
         let before = out.len();
         match dump_one(
             &mut sock, None, netns, req, &mut buf, out, &mut seen, &mut stats,
@@ -215,7 +234,18 @@ pub fn dump(netns: u64, req: &DumpRequest, out: &mut Vec<Socket>) -> Result<Dump
             Err(e) => return Err(e),
         }
     }
-    dump_families(&mut sock, netns, req, &mut buf, out, &mut seen, &mut stats)?;
+    for family in [Family::Inet, Family::Inet6] {
+        dump_one(
+            &mut sock,
+            Some(family),
+            netns,
+            req,
+            &mut buf,
+            out,
+            &mut seen,
+            &mut stats,
+        )?;
+    }
     Ok(stats)
 }
 
@@ -226,36 +256,6 @@ pub fn dump(netns: u64, req: &DumpRequest, out: &mut Vec<Socket>) -> Result<Dump
 fn legacy_refused(e: &DiagError, got_rows: bool) -> bool {
     matches!(e, DiagError::Kernel { errno, .. }
         if !got_rows && [libc::EINVAL, libc::EOPNOTSUPP, libc::ENOENT].contains(&errno.0))
-}
-
-/// [`dump`] with one `SOCK_DIAG_BY_FAMILY` request per family, IPv4 then
-/// IPv6: what `dump` falls back to, public so that tests can compare the two.
-pub fn dump_by_family(
-    netns: u64,
-    req: &DumpRequest,
-    out: &mut Vec<Socket>,
-) -> Result<DumpStats, DiagError> {
-    let mut sock = wire::DiagSocket::open()?;
-    let mut buf = vec![0u8; wire::RECV_BUF_LEN];
-    let mut seen: HashSet<u64> = HashSet::default();
-    let mut stats = DumpStats::default();
-    dump_families(&mut sock, netns, req, &mut buf, out, &mut seen, &mut stats)?;
-    Ok(stats)
-}
-
-fn dump_families(
-    sock: &mut wire::DiagSocket,
-    netns: u64,
-    req: &DumpRequest,
-    buf: &mut [u8],
-    out: &mut Vec<Socket>,
-    seen: &mut HashSet<u64>,
-    stats: &mut DumpStats,
-) -> Result<(), DiagError> {
-    for family in [Family::Inet, Family::Inet6] {
-        dump_one(sock, Some(family), netns, req, buf, out, seen, stats)?;
-    }
-    Ok(())
 }
 
 /// Sends one dump request (one family, or both when `family` is `None`) and
