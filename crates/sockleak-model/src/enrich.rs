@@ -742,36 +742,18 @@ mod tests {
     use super::*;
     use crate::host::{Namespace, PortRange};
     use crate::process::Process;
-    use crate::socket::{Endpoint, Owner, Socket, TcpInfo};
-    use std::net::{IpAddr, Ipv4Addr};
+    use crate::socket::{Socket, TcpInfo};
+    use crate::test_support;
 
     const T0: u64 = 1_700_000_000_000;
     const PID: u32 = 4242;
 
-    fn lo(port: u16) -> Endpoint {
-        Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
-    }
-
+    /// The shared builder's socket, whose kernel data says it is fresh
+    /// (0 ms since the FIN): only history can age it.
     fn sock(cookie: u64, state: TcpState, local: u16, remote: u16, owner: Option<u32>) -> Socket {
         Socket {
-            recv_q: 1,
-            inode: if owner.is_some() { cookie } else { 0 },
-            netns: 1,
-            // The kernel says these CLOSE_WAIT sockets are fresh (0 ms since
-            // the FIN): only history can age them.
             tcp_info: Some(TcpInfo::default()),
-            owners: owner
-                .map(|pid| {
-                    [Owner {
-                        pid,
-                        fd: 3,
-                        inherited: false,
-                    }]
-                    .into_iter()
-                    .collect()
-                })
-                .unwrap_or_default(),
-            ..Socket::new(Cookie(cookie), state, lo(local), lo(remote))
+            ..test_support::sock(cookie, state, local, remote, owner)
         }
     }
 

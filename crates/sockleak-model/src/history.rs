@@ -620,34 +620,10 @@ mod tests {
     use super::*;
     use crate::group::Role;
     use crate::process::Process;
-    use crate::socket::Owner;
+    use crate::test_support::{lo, sock};
     use std::net::Ipv4Addr;
 
     const T0: u64 = 1_700_000_000_000;
-
-    fn lo(port: u16) -> Endpoint {
-        Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
-    }
-
-    fn sock(cookie: u64, state: TcpState, local: u16, remote: u16, pid: Option<u32>) -> Socket {
-        Socket {
-            recv_q: 1,
-            inode: if pid.is_some() { cookie } else { 0 },
-            netns: 1,
-            owners: pid
-                .map(|pid| {
-                    [Owner {
-                        pid,
-                        fd: 3,
-                        inherited: false,
-                    }]
-                    .into_iter()
-                    .collect()
-                })
-                .unwrap_or_default(),
-            ..Socket::new(Cookie(cookie), state, lo(local), lo(remote))
-        }
-    }
 
     fn process(pid: u32, fds: u32) -> Process {
         Process {

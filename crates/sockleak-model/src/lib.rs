@@ -20,6 +20,8 @@ pub mod process;
 pub mod regression;
 pub mod snapshot;
 pub mod socket;
+#[cfg(test)]
+mod test_support;
 pub mod trend;
 
 pub use age::{AgeHints, AgeSource, NoHints};

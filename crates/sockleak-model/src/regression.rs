@@ -448,25 +448,14 @@ fn plural(n: i64, word: &str) -> String {
 mod tests {
     use super::*;
     use crate::process::Process;
-    use crate::socket::{Cookie, Endpoint, Owner, Socket};
-    use std::net::{IpAddr, Ipv4Addr};
+    use crate::socket::Socket;
+    use crate::test_support::{self, lo as ep};
 
-    fn ep(port: u16) -> Endpoint {
-        Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
-    }
-
+    /// Held by `pid`, nothing queued.
     fn sock(cookie: u64, state: TcpState, local: u16, remote: u16, pid: u32) -> Socket {
         Socket {
-            inode: cookie,
-            netns: 1,
-            owners: [Owner {
-                pid,
-                fd: 3,
-                inherited: false,
-            }]
-            .into_iter()
-            .collect(),
-            ..Socket::new(Cookie(cookie), state, ep(local), ep(remote))
+            recv_q: 0,
+            ..test_support::sock(cookie, state, local, remote, Some(pid))
         }
     }
 
