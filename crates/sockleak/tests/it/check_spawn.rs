@@ -113,17 +113,11 @@ fn interrupted_check_stops_target_and_load_command() {
     assert_eq!(kids.len(), 2, "target and load command started: {kids:?}");
     // SAFETY: kill(2) on the sockleak process this test started.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let until = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait sockleak") {
-            break st;
-        }
-        if Instant::now() >= until {
-            let _ = child.kill();
-            panic!("sockleak check did not stop after SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_or_kill(
+        &mut child,
+        Duration::from_secs(15),
+        "sockleak check did not stop after SIGINT",
+    );
     let mut err = String::new();
     use std::io::Read;
     let _ = child

@@ -2,7 +2,7 @@
 //! by pid), a minimal HTTP/1.1 client on std sockets, Prometheus text
 //! parsing, free loopback ports and loud skips for missing tools.
 
-use crate::support::sockleak;
+use crate::support::{sockleak, wait_bounded};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -134,16 +134,12 @@ impl Exporter {
         unsafe {
             libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let st = wait_bounded(&mut child, Duration::from_secs(10));
+        if st.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        st
     }
 }
 

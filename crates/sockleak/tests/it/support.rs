@@ -4,7 +4,7 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn repo_root() -> PathBuf {
@@ -336,4 +336,28 @@ pub fn comm(pid: u32) -> String {
         .unwrap_or_else(|e| panic!("read /proc/{pid}/comm: {e}"))
         .trim_end()
         .to_string()
+}
+
+/// Waits at most `limit` for `child` to exit; `None` while it still runs.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_bounded`], or kills and reaps the child (its own pid) and fails
+/// the test with `why`.
+pub fn wait_or_kill(child: &mut Child, limit: Duration, why: &str) -> ExitStatus {
+    wait_bounded(child, limit).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{why}")
+    })
 }

@@ -3,11 +3,11 @@
 //! (checked to be well-formed XML with the leaker's series); `--plain` shows
 //! what changed; a closed pipe ends watch quietly; the help texts are pinned.
 
-use crate::support::{repo_root, run, sockleak, validate_schema};
+use crate::support::{repo_root, run, sockleak, validate_schema, wait_or_kill};
 use crate::watch_support::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("sockleak-{tag}-{}", std::process::id()));
@@ -168,18 +168,11 @@ fn watch_stops_quietly_when_the_reader_goes_away() {
     BufReader::new(stdout).read_line(&mut line).expect("read");
     assert!(line.contains("sockleak.watch/v1"));
     // The reader (and the pipe) are gone now.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("watch kept running after its reader left");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_or_kill(
+        &mut child,
+        Duration::from_secs(10),
+        "watch kept running after its reader left",
+    );
     assert_eq!(status.code(), Some(0));
 }
 
@@ -241,18 +234,7 @@ fn watch_stops_on_sigterm_and_keeps_the_recording() {
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("watch ignored SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_or_kill(&mut child, Duration::from_secs(10), "watch ignored SIGTERM");
     drop(reader);
     assert_eq!(status.code(), Some(0), "{status}");
     let text = std::fs::read_to_string(&rec).expect("recording");

@@ -2,11 +2,11 @@
 //! bounded `sockleak watch --jsonl` run whose lines are validated against
 //! docs/schema/watch-v1.schema.json, and lookups in those lines.
 
-use crate::support::{repo_root, sockleak, validate_schema, Peer};
+use crate::support::{repo_root, sockleak, validate_schema, wait_or_kill, Peer};
 use serde_json::Value;
 use std::io::Read;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Starts `watch_peer.py MODE ARGS` (stopped by pid when dropped).
 pub fn peer(mode: &str, args: &[&str]) -> Peer {
@@ -41,18 +41,11 @@ pub fn watch_jsonl(args: &[&str], limit: Duration) -> Vec<Value> {
         let _ = stdout.read_to_string(&mut s);
         s
     });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("sockleak {all:?} ran longer than {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_or_kill(
+        &mut child,
+        limit,
+        &format!("sockleak {all:?} ran longer than {limit:?}"),
+    );
     let out = reader.join().expect("reader");
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
