@@ -40,6 +40,7 @@
 //!   runs may or may not be seen.
 
 pub mod btf_min;
+pub mod changes;
 mod record;
 
 use crate::procfs::SocketFd;

@@ -1,0 +1,326 @@
+//! The TCP state tracker: which sockets changed state since the last look,
+//! from a `tp_btf/inet_sock_set_state` program (statechg.bpf.c).
+//!
+//! Why: a `watch` sample at 150k sockets re-dumps every socket although
+//! nearly none changed (docs/benchmarks.md: a steady sample costs a full
+//! scan). With the tracker a sampler can look up only the sockets that
+//! changed (exact sock_diag requests in their namespace, by the 4-tuple and
+//! cookie recorded here) and dump everything only now and then or when the
+//! tracker lost changes. This module is that first half; the sampler that
+//! uses it is not written yet (issue 6).
+//!
+//! What it guarantees: every change of a TCP socket's state after
+//! [`StateTracker::new`] returns is either in a later [`StateTracker::drain`]
+//! or counted in its [`Drained::lost`] (the map was full). A drain takes each
+//! entry out with one atomic lookup-and-delete, so a change that lands while
+//! draining is in this drain or the next, never dropped. What it does not
+//! see: sockets that change no state (queues, tcp_info), TIME_WAIT sockets
+//! expiring (no full socket is involved: the sampler must expire them from
+//! their timer), request sockets (SYN_RECV of a listener).
+//!
+//! Needs what the fd table needs (CAP_BPF + CAP_PERFMON or root, kernel BTF)
+//! and Linux >= 5.14 for lookup-and-delete on hash maps.
+
+use super::{chain, find_io_error};
+use aya::maps::{HashMap, Map, MapData};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader};
+use sockleak_model::{Cookie, Endpoint, Family, TcpState};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, AsRawFd};
+
+/// The compiled statechg.bpf.c (regenerate with `tools/bpf/build`).
+static STATECHG_OBJ: &[u8] = aya::include_bytes_aligned!("statechg.bpf.o");
+
+const PROGRAM_NAME: &str = "sockleak_statechg";
+const TRACEPOINT: &str = "inet_sock_set_state";
+const CHANGED_MAP: &str = "changed";
+const LOST_MAP: &str = "lost";
+
+/// `sizeof(struct change)` in statechg.bpf.c.
+const CHANGE_LEN: usize = 56;
+
+/// Why the tracker cannot run or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    /// This system cannot run it (no BTF, no bpf syscall, kernel too old).
+    #[error("TCP state tracker unsupported here: {0}")]
+    Unsupported(String),
+    /// Loading or attaching was refused (EPERM/EACCES).
+    #[error("TCP state tracker: {0}: permission denied (needs CAP_BPF and CAP_PERFMON, or root)")]
+    Permission(String),
+    /// Loading, attaching or reading the map failed otherwise.
+    #[error("TCP state tracker: {0}")]
+    Failed(String),
+}
+
+fn classify(what: &str, e: &(dyn std::error::Error + 'static)) -> TrackerError {
+    let msg = format!("{what}: {}", chain(e));
+    match find_io_error(e).and_then(io::Error::raw_os_error) {
+        Some(libc::EPERM | libc::EACCES) => TrackerError::Permission(msg),
+        Some(libc::ENOSYS) => TrackerError::Unsupported(format!("no bpf() syscall: {msg}")),
+        _ => TrackerError::Failed(msg),
+    }
+}
+
+/// One socket that changed state since the previous drain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    pub cookie: Cookie,
+    /// nsfs inode of the socket's network namespace.
+    pub netns: u64,
+    pub family: Family,
+    /// Port 0 when the socket was only seen after it lost its local port
+    /// (it closed).
+    pub local: Endpoint,
+    pub remote: Endpoint,
+    /// The state before its first change since the previous drain; `None`
+    /// for a value outside the known TCP states.
+    pub old_state: Option<TcpState>,
+    /// The state after its latest change.
+    pub new_state: Option<TcpState>,
+    /// Changes since the previous drain.
+    pub changes: u32,
+    /// CLOCK_MONOTONIC nanoseconds of the latest change.
+    pub at_ns: u64,
+}
+
+/// What one drain found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    pub changes: Vec<StateChange>,
+    /// Changes dropped since the previous drain because the map was full: a
+    /// sampler must then dump everything again.
+    pub lost: u64,
+}
+
+/// The attached program and its maps. Detached when dropped.
+pub struct StateTracker {
+    ebpf: Ebpf,
+    lost_before: u64,
+}
+
+impl std::fmt::Debug for StateTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateTracker").finish_non_exhaustive()
+    }
+}
+
+impl StateTracker {
+    /// Loads and attaches the tracker with room for 65536 changed sockets
+    /// between drains.
+    pub fn new() -> Result<StateTracker, TrackerError> {
+        Self::with_capacity(None)
+    }
+
+    /// [`new`](Self::new) with another map size (tests make it overflow).
+    pub fn with_capacity(max_sockets: Option<u32>) -> Result<StateTracker, TrackerError> {
+        let btf = Btf::from_sys_fs().map_err(|e| {
+            if find_io_error(&e).is_some_and(|io| io.kind() == io::ErrorKind::NotFound) {
+                TrackerError::Unsupported(format!(
+                    "kernel BTF (/sys/kernel/btf/vmlinux) is missing: needs \
+                     CONFIG_DEBUG_INFO_BTF ({})",
+                    chain(&e)
+                ))
+            } else {
+                classify("reading kernel BTF", &e)
+            }
+        })?;
+        let mut loader = EbpfLoader::new();
+        loader.btf(Some(&btf));
+        if let Some(n) = max_sockets {
+            loader.map_max_entries(CHANGED_MAP, n.max(1));
+        }
+        let mut ebpf = loader
+            .load(STATECHG_OBJ)
+            .map_err(|e| classify("loading the object", &e))?;
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| TrackerError::Failed(format!("{PROGRAM_NAME} not in the object")))?
+            .try_into()
+            .map_err(|e| classify("program type", &e))?;
+        program.load(TRACEPOINT, &btf).map_err(|e| {
+            if matches!(e, aya::programs::ProgramError::Btf(_)) {
+                TrackerError::Unsupported(format!(
+                    "the kernel has no BTF tracepoint {TRACEPOINT}: {}",
+                    chain(&e)
+                ))
+            } else {
+                classify("loading the program", &e)
+            }
+        })?;
+        program
+            .attach()
+            .map_err(|e| classify("attaching to inet_sock_set_state", &e))?;
+        let mut tracker = StateTracker {
+            ebpf,
+            lost_before: 0,
+        };
+        tracker.lost_before = tracker.lost_total()?;
+        Ok(tracker)
+    }
+
+    /// Takes every recorded change out of the map.
+    pub fn drain(&mut self) -> Result<Drained, TrackerError> {
+        let map = self
+            .ebpf
+            .map(CHANGED_MAP)
+            .ok_or_else(|| TrackerError::Failed(format!("map {CHANGED_MAP} missing")))?;
+        let Map::HashMap(data) = map else {
+            return Err(TrackerError::Failed(format!(
+                "map {CHANGED_MAP} is not a hash map"
+            )));
+        };
+        let keys: Vec<u64> = HashMap::<&MapData, u64, [u8; CHANGE_LEN]>::try_from(map)
+            .map_err(|e| classify("opening the change map", &e))?
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| classify("listing changed sockets", &e))?;
+        let fd = data.fd().as_fd();
+        let mut changes = Vec::with_capacity(keys.len());
+        let mut value = [0u8; CHANGE_LEN];
+        for key in keys {
+            match lookup_and_delete(fd.as_raw_fd(), key, &mut value) {
+                Ok(true) => {
+                    if let Some(c) = decode_change(key, &value) {
+                        changes.push(c);
+                    }
+                }
+                // Taken by a concurrent drain: not ours to report.
+                Ok(false) => {}
+                Err(e) => return Err(classify("taking a change out of the map", &e)),
+            }
+        }
+        let total = self.lost_total()?;
+        let lost = total.saturating_sub(self.lost_before);
+        self.lost_before = total;
+        Ok(Drained { changes, lost })
+    }
+
+    /// The `lost` counter (monotonic; only the program writes it).
+    fn lost_total(&self) -> Result<u64, TrackerError> {
+        let map = self
+            .ebpf
+            .map(LOST_MAP)
+            .ok_or_else(|| TrackerError::Failed(format!("map {LOST_MAP} missing")))?;
+        let array = aya::maps::Array::<&MapData, u64>::try_from(map)
+            .map_err(|e| classify("opening the lost counter", &e))?;
+        array
+            .get(&0, 0)
+            .map_err(|e| classify("reading the lost counter", &e))
+    }
+}
+
+/// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` on a hash map (Linux >= 5.14): the value
+/// and the removal in one step, so no change is lost between a read and a
+/// delete. `Ok(false)`: the key is gone.
+fn lookup_and_delete(map_fd: i32, key: u64, value: &mut [u8; CHANGE_LEN]) -> io::Result<bool> {
+    /// The map-element member of `union bpf_attr` (include/uapi/linux/bpf.h).
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+    let attr = ElemAttr {
+        map_fd: map_fd as u32,
+        _pad: 0,
+        key: std::ptr::addr_of!(key) as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: `attr` points at `key` (8 bytes, the map's key size) and at
+    // `value` (CHANGE_LEN bytes, the map's value size), both alive for the
+    // call; the kernel reads `size_of::<ElemAttr>()` bytes of `attr`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+            std::ptr::addr_of!(attr),
+            std::mem::size_of::<ElemAttr>(),
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENOENT) {
+        return Ok(false);
+    }
+    Err(e)
+}
+
+/// Decodes one `struct change`; `None` for a family other than AF_INET/6.
+fn decode_change(key: u64, v: &[u8; CHANGE_LEN]) -> Option<StateChange> {
+    let u16_at = |at: usize| u16::from_ne_bytes([v[at], v[at + 1]]);
+    let u32_at = |at: usize| u32::from_ne_bytes([v[at], v[at + 1], v[at + 2], v[at + 3]]);
+    let addr = |at: usize, family: Family| -> IpAddr {
+        match family {
+            Family::Inet => IpAddr::V4(Ipv4Addr::new(v[at], v[at + 1], v[at + 2], v[at + 3])),
+            Family::Inet6 => {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&v[at..at + 16]);
+                IpAddr::V6(Ipv6Addr::from(b))
+            }
+        }
+    };
+    let family = match u16_at(4) {
+        2 => Family::Inet,
+        10 => Family::Inet6,
+        _ => return None,
+    };
+    Some(StateChange {
+        cookie: Cookie(key),
+        netns: u64::from(u32_at(0)),
+        family,
+        local: Endpoint::new(addr(24, family), u16_at(6)),
+        remote: Endpoint::new(addr(40, family), u16_at(8)),
+        old_state: TcpState::from_kernel(v[10]),
+        new_state: TcpState::from_kernel(v[11]),
+        changes: u32_at(12),
+        at_ns: u64::from_ne_bytes([v[16], v[17], v[18], v[19], v[20], v[21], v[22], v[23]]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_layout_of_struct_change() {
+        let mut v = [0u8; CHANGE_LEN];
+        v[0..4].copy_from_slice(&4_026_531_833u32.to_ne_bytes());
+        v[4..6].copy_from_slice(&2u16.to_ne_bytes());
+        v[6..8].copy_from_slice(&8080u16.to_ne_bytes());
+        v[8..10].copy_from_slice(&40000u16.to_ne_bytes());
+        v[10] = 1; // ESTABLISHED
+        v[11] = 8; // CLOSE_WAIT
+        v[12..16].copy_from_slice(&2u32.to_ne_bytes());
+        v[16..24].copy_from_slice(&123_456u64.to_ne_bytes());
+        v[24..28].copy_from_slice(&[127, 0, 0, 1]);
+        v[40..44].copy_from_slice(&[127, 0, 0, 2]);
+        let c = decode_change(77, &v).expect("decoded");
+        assert_eq!(c.cookie, Cookie(77));
+        assert_eq!(c.netns, 4_026_531_833);
+        assert_eq!(c.family, Family::Inet);
+        assert_eq!(c.local.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.remote.to_string(), "127.0.0.2:40000");
+        assert_eq!(c.old_state, Some(TcpState::Established));
+        assert_eq!(c.new_state, Some(TcpState::CloseWait));
+        assert_eq!((c.changes, c.at_ns), (2, 123_456));
+
+        v[4..6].copy_from_slice(&10u16.to_ne_bytes());
+        v[24..40].copy_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        let c = decode_change(78, &v).expect("decoded");
+        assert_eq!(c.local.to_string(), "[::1]:8080");
+        v[4..6].copy_from_slice(&1u16.to_ne_bytes());
+        assert_eq!(decode_change(79, &v), None, "AF_UNIX is not TCP");
+        v[4..6].copy_from_slice(&2u16.to_ne_bytes());
+        v[11] = 200;
+        assert_eq!(decode_change(80, &v).map(|c| c.new_state), Some(None));
+    }
+}
