@@ -256,3 +256,85 @@ fn many_sockets_span_several_datagrams() {
     assert!(want.is_subset(&got), "missing {:?}", want.difference(&got));
     assert_eq!(got.len(), 301, "300 connected sockets and the listener");
 }
+
+/// The exact lookup a sampler uses for the sockets the state tracker names:
+/// by 4-tuple and cookie it returns the row a dump returns, follows a socket
+/// into TIME_WAIT (same cookie), and answers "none" for a socket that is gone
+/// and for a tuple whose cookie is not the one asked for.
+#[test]
+fn exact_lookup_by_tuple_and_cookie_matches_the_dump() {
+    let ns = own_netns_id().expect("own netns");
+    let mut diag_sock = sockleak_collect::diag::wire::DiagSocket::open().expect("diag socket");
+    for bind in ["127.0.0.1:0", "[::1]:0"] {
+        let listener = TcpListener::bind(bind).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        let cw = close_wait_pair(&listener, b"abc");
+        let rows = wait_for(Duration::from_secs(2), || {
+            let rows = mine(&dump_own(StateSet::ALL, true), port);
+            rows.iter()
+                .any(|s| s.inode == fd_inode(&cw) && s.state == TcpState::CloseWait)
+                .then_some(rows)
+        })
+        .expect("rows of this test");
+        let mut get = |s: &Socket, cookie: u64| {
+            diag::get(
+                &mut diag_sock,
+                ns,
+                s.family,
+                &s.local,
+                &s.remote,
+                cookie,
+                true,
+            )
+            .expect("exact lookup")
+        };
+        for fd in [
+            listener.as_raw_fd(),
+            client.as_raw_fd(),
+            server.as_raw_fd(),
+            cw.as_raw_fd(),
+        ] {
+            let cookie = so_cookie(fd);
+            let row = rows
+                .iter()
+                .find(|s| s.cookie.0 == cookie)
+                .unwrap_or_else(|| panic!("{bind}: no dump row for fd {fd}"));
+            let got = get(row, cookie).unwrap_or_else(|| panic!("{bind}: lookup of {row:?}"));
+            assert_eq!(
+                (got.cookie, got.state, got.local, got.remote, got.inode, got.netns),
+                (row.cookie, row.state, row.local, row.remote, row.inode, ns),
+                "{bind}"
+            );
+            assert!(got.tcp_info.is_some() || got.state == TcpState::Listen);
+            // The same tuple with another cookie is not this socket.
+            assert!(get(row, cookie ^ 0x5a5a).is_none(), "{bind}: wrong cookie");
+        }
+        // The client closes first and then the server: the client's socket
+        // becomes a TIME_WAIT with its cookie; the server's is gone.
+        let c_row = rows
+            .iter()
+            .find(|s| s.cookie.0 == so_cookie(client.as_raw_fd()))
+            .cloned()
+            .expect("client row");
+        let s_row = rows
+            .iter()
+            .find(|s| s.cookie.0 == so_cookie(server.as_raw_fd()))
+            .cloned()
+            .expect("server row");
+        drop(client);
+        std::thread::sleep(Duration::from_millis(50));
+        drop(server);
+        let tw = wait_for(Duration::from_secs(2), || {
+            get(&c_row, c_row.cookie.0).filter(|s| s.state == TcpState::TimeWait)
+        })
+        .unwrap_or_else(|| panic!("{bind}: the client's TIME_WAIT"));
+        assert_eq!(tw.cookie, c_row.cookie);
+        assert_eq!(tw.inode, 0, "a timewait socket has no file");
+        let gone = wait_for(Duration::from_secs(2), || {
+            get(&s_row, s_row.cookie.0).is_none().then_some(())
+        });
+        assert!(gone.is_some(), "{bind}: the server's socket is gone");
+    }
+}

@@ -119,6 +119,7 @@ impl Errno {
             libc::EOPNOTSUPP => "EOPNOTSUPP",
             libc::EAFNOSUPPORT => "EAFNOSUPPORT",
             libc::ENOBUFS => "ENOBUFS",
+            libc::ESTALE => "ESTALE",
             _ => return None,
         })
     }
@@ -247,6 +248,46 @@ fn dump_with(
         )?;
     }
     Ok(stats)
+}
+
+/// One socket by its 4-tuple and cookie, through `sock` (a diag socket
+/// opened in the socket's network namespace, which it keeps for life: one
+/// per namespace can serve many lookups from any thread). `Ok(None)`: no
+/// such socket any more (ENOENT), or another socket now has that tuple
+/// (ESTALE: the cookie did not match). For a TIME_WAIT socket the kernel
+/// answers with the timewait socket, which keeps the cookie.
+///
+/// What the TCP state tracker (`bpf::changes`) is for: a sampler can refresh
+/// the sockets that changed instead of dumping them all.
+pub fn get(
+    sock: &mut wire::DiagSocket,
+    netns: u64,
+    family: Family,
+    local: &sockleak_model::Endpoint,
+    remote: &sockleak_model::Endpoint,
+    cookie: u64,
+    want_info: bool,
+) -> Result<Option<Socket>, DiagError> {
+    sock.send_exact(family, local, remote, cookie, want_info)?;
+    let mut buf = vec![0u8; wire::RECV_BUF_LEN];
+    let n = sock.recv(&mut buf, Some(family))?;
+    let mut out = Vec::with_capacity(1);
+    let mut stats = DumpStats::default();
+    match decode_batch(
+        buf.get(..n).unwrap_or(&[]),
+        netns,
+        &mut out,
+        &mut HashSet::default(),
+        &mut stats,
+    ) {
+        Ok(_) => Ok(out.pop()),
+        Err(DiagError::Kernel { errno, .. })
+            if errno.0 == libc::ENOENT || errno.0 == libc::ESTALE =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.with_family(family)),
+    }
 }
 
 /// True when the one-walk `TCPDIAG_GETSOCK` dump failed because this kernel

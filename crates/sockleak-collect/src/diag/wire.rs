@@ -125,6 +125,63 @@ impl DiagSocket {
         b
     }
 
+    /// Builds an exact request for one socket: `nlmsghdr` (REQUEST only, no
+    /// DUMP) + `struct inet_diag_req_v2` whose `id` names the socket by its
+    /// 4-tuple and cookie (net/ipv4/inet_diag.c `inet_diag_find_one_icsk`:
+    /// `idiag_src` is the local end, `idiag_dst` the remote one).
+    pub fn exact_request_bytes(
+        seq: u32,
+        family: Family,
+        local: &sockleak_model::Endpoint,
+        remote: &sockleak_model::Endpoint,
+        cookie: u64,
+        want_info: bool,
+    ) -> [u8; abi::NLMSG_HDRLEN + abi::REQ_V2_LEN] {
+        let mut b = [0u8; abi::NLMSG_HDRLEN + abi::REQ_V2_LEN];
+        put_header(&mut b, abi::SOCK_DIAG_BY_FAMILY, seq);
+        b[6..8].copy_from_slice(&abi::NLM_F_REQUEST.to_ne_bytes());
+        let p = abi::NLMSG_HDRLEN;
+        b[p] = match family {
+            Family::Inet => abi::AF_INET,
+            Family::Inet6 => abi::AF_INET6,
+        };
+        b[p + 1] = abi::IPPROTO_TCP;
+        b[p + 2] = ext_bits(&DumpRequest {
+            states: sockleak_model::StateSet::ALL,
+            want_info,
+        });
+        b[p + 4..p + 8].copy_from_slice(&u32::MAX.to_ne_bytes());
+        // struct inet_diag_sockid at p + 8: be16 sport, be16 dport, be32
+        // src[4], be32 dst[4], u32 if, u32 cookie[2] (low half first).
+        let id = p + 8;
+        b[id..id + 2].copy_from_slice(&local.port.to_be_bytes());
+        b[id + 2..id + 4].copy_from_slice(&remote.port.to_be_bytes());
+        let put_ip = |b: &mut [u8], at: usize, ip: std::net::IpAddr| match ip {
+            std::net::IpAddr::V4(v4) => b[at..at + 4].copy_from_slice(&v4.octets()),
+            std::net::IpAddr::V6(v6) => b[at..at + 16].copy_from_slice(&v6.octets()),
+        };
+        put_ip(&mut b, id + 4, local.ip);
+        put_ip(&mut b, id + 20, remote.ip);
+        b[id + 40..id + 44].copy_from_slice(&(cookie as u32).to_ne_bytes());
+        b[id + 44..id + 48].copy_from_slice(&((cookie >> 32) as u32).to_ne_bytes());
+        b
+    }
+
+    /// Sends an exact request for one socket (see
+    /// [`exact_request_bytes`](Self::exact_request_bytes)).
+    pub fn send_exact(
+        &mut self,
+        family: Family,
+        local: &sockleak_model::Endpoint,
+        remote: &sockleak_model::Endpoint,
+        cookie: u64,
+        want_info: bool,
+    ) -> Result<(), DiagError> {
+        self.seq = self.seq.wrapping_add(1);
+        let msg = Self::exact_request_bytes(self.seq, family, local, remote, cookie, want_info);
+        self.send(&msg, DiagOp::Request(Some(family)))
+    }
+
     /// Sends a dump request for all TCP sockets in the states of `req`: of
     /// `family`, or of both families in one walk when `family` is `None`.
     pub fn send_dump(
@@ -299,6 +356,44 @@ mod tests {
             u32::from_ne_bytes([plain[20], plain[21], plain[22], plain[23]]),
             0xffe | (1 << 12)
         );
+    }
+
+    #[test]
+    fn exact_request_layout() {
+        use sockleak_model::Endpoint;
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let local = Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+        let remote = Endpoint::new(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)), 40000);
+        let b = DiagSocket::exact_request_bytes(
+            5,
+            Family::Inet,
+            &local,
+            &remote,
+            0x1122_3344_5566_7788,
+            false,
+        );
+        assert_eq!(b.len(), 72);
+        // REQUEST only: an exact get, not a dump.
+        assert_eq!(u16::from_ne_bytes([b[6], b[7]]), 0x1);
+        assert_eq!(&b[16..20], &[2, 6, 0, 0]);
+        assert_eq!(&b[24..26], &8080u16.to_be_bytes());
+        assert_eq!(&b[26..28], &40000u16.to_be_bytes());
+        assert_eq!(&b[28..32], &[127, 0, 0, 1]);
+        assert!(b[32..44].iter().all(|x| *x == 0));
+        assert_eq!(&b[44..48], &[10, 1, 2, 3]);
+        assert_eq!(
+            u32::from_ne_bytes([b[64], b[65], b[66], b[67]]),
+            0x5566_7788
+        );
+        assert_eq!(
+            u32::from_ne_bytes([b[68], b[69], b[70], b[71]]),
+            0x1122_3344
+        );
+
+        let l6 = Endpoint::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 443);
+        let b = DiagSocket::exact_request_bytes(6, Family::Inet6, &l6, &remote, 1, true);
+        assert_eq!(&b[16..20], &[10, 6, 0b11, 0]);
+        assert_eq!(&b[28..44], &Ipv6Addr::LOCALHOST.octets());
     }
 
     #[test]
