@@ -111,12 +111,12 @@ pub fn minimize(data: &[u8], kept: &[&str], funcs: &[&str]) -> Result<Vec<u8>, M
     if hdr_len < HEADER_LEN {
         return Err(h("header shorter than 24 bytes"));
     }
-    let types = data
-        .get(hdr_len + type_off..hdr_len + type_off + type_len)
-        .ok_or(h("type section out of bounds"))?;
-    let strings = data
-        .get(hdr_len + str_off..hdr_len + str_off + str_len)
-        .ok_or(h("string section out of bounds"))?;
+    let section = |off: usize, len: usize| {
+        let start = hdr_len.checked_add(off)?;
+        data.get(start..start.checked_add(len)?)
+    };
+    let types = section(type_off, type_len).ok_or(h("type section out of bounds"))?;
+    let strings = section(str_off, str_len).ok_or(h("string section out of bounds"))?;
 
     let records = read_records(types)?;
     let (keep, last) = needed(types, strings, &records, kept, funcs)?;
