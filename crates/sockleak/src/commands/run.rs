@@ -11,13 +11,15 @@ use super::check::parse_duration;
 use super::target::{self, CANCEL, SIGNAL};
 use crate::exit;
 use crate::output::style::Style;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
+use serde::Serialize;
 use sockleak_collect::scan::{scan, ScanOptions};
 use sockleak_model::findings::{diagnose, DiagnoseConfig, Finding};
 use sockleak_model::{Cookie, FdKinds, Filter, Snapshot, TcpState};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::Ordering;
@@ -41,6 +43,11 @@ pub struct RunArgs {
     /// logs, epoll, thread pools); more than this is worth a look.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub max_fd_growth: u64,
+    /// Also write the report as JSON (`sockleak.run/v1`, docs/check.md) to
+    /// FILE. It is created before the command starts, so a path that cannot
+    /// be written fails at once (exit 2) instead of after a long run.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<std::path::PathBuf>,
     /// The command and its arguments.
     #[arg(
         required = true,
@@ -117,6 +124,12 @@ impl Track {
 }
 
 pub fn run(args: &RunArgs, style: Style) -> Result<u8> {
+    let mut json_out = match &args.json {
+        Some(path) => Some(
+            std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?,
+        ),
+        None => None,
+    };
     target::catch_signals()?;
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) on this process only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -208,6 +221,19 @@ pub fn run(args: &RunArgs, style: Style) -> Result<u8> {
     );
     // The report goes to stderr: stdout belongs to the command.
     eprint!("{text}");
+    if let (Some(file), Some(path)) = (json_out.as_mut(), args.json.as_ref()) {
+        let doc = report_json(
+            args,
+            &tracks,
+            code,
+            samples,
+            started.elapsed().as_secs_f64(),
+        );
+        serde_json::to_writer_pretty(&mut *file, &doc)
+            .map_err(std::io::Error::from)
+            .and_then(|_| file.write_all(b"\n"))
+            .with_context(|| format!("write {}", path.display()))?;
+    }
     if args.fail_on_leak && !leaky.is_empty() {
         return Ok(exit::FINDINGS);
     }
@@ -317,6 +343,95 @@ fn record(
         if !mine.is_empty() {
             t.findings = mine;
         }
+    }
+}
+
+/// `--json`: the schema of the report (docs/schema/run-v1.schema.json).
+pub const RUN_SCHEMA: &str = "sockleak.run/v1";
+
+#[derive(Serialize)]
+struct RunReport<'a> {
+    schema: &'static str,
+    command: &'a [String],
+    /// The command's exit code (128+N for signal N).
+    exit_code: i32,
+    samples: u32,
+    duration_s: f64,
+    interval_ms: u64,
+    min_age_ms: u64,
+    max_fd_growth: u64,
+    /// At least one process leaked.
+    leak: bool,
+    processes: Vec<ProcessReport<'a>>,
+}
+
+#[derive(Serialize)]
+struct ProcessReport<'a> {
+    pid: u32,
+    ppid: u32,
+    comm: &'a str,
+    cmdline: &'a str,
+    samples: u32,
+    fds_first: u32,
+    fds_last: u32,
+    fd_growth: i64,
+    fd_kinds_first: &'a FdKinds,
+    fd_kinds_last: &'a FdKinds,
+    peak_close_wait: u64,
+    /// Sockets by state at its last sample.
+    states_last: &'a BTreeMap<TcpState, u64>,
+    closed_but_held_last: u32,
+    leaked_close_wait: u64,
+    leaked_closed_but_held: u32,
+    alive_at_end: bool,
+    /// Why it leaks, one sentence each; empty when it does not.
+    leaks: Vec<String>,
+    /// Findings at its last sample that had any.
+    findings: &'a [Finding],
+}
+
+fn report_json<'a>(
+    args: &'a RunArgs,
+    tracks: &'a BTreeMap<(u32, u64), Track>,
+    code: i32,
+    samples: u32,
+    secs: f64,
+) -> RunReport<'a> {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let processes: Vec<ProcessReport<'a>> = tracks
+        .values()
+        .map(|t| ProcessReport {
+            pid: t.pid,
+            ppid: t.ppid,
+            comm: &t.comm,
+            cmdline: &t.cmdline,
+            samples: t.samples,
+            fds_first: t.first_fds,
+            fds_last: t.last_fds,
+            fd_growth: t.fd_growth(),
+            fd_kinds_first: &t.first_kinds,
+            fd_kinds_last: &t.last_kinds,
+            peak_close_wait: t.peak_close_wait,
+            states_last: &t.last_states,
+            closed_but_held_last: t.last_closed_but_held,
+            leaked_close_wait: t.leaked_close_wait,
+            leaked_closed_but_held: t.leaked_closed_but_held,
+            alive_at_end: t.alive_at_end,
+            leaks: t.leaks(args.max_fd_growth),
+            findings: &t.findings,
+        })
+        .collect();
+    RunReport {
+        schema: RUN_SCHEMA,
+        command: &args.command,
+        exit_code: code,
+        samples,
+        duration_s: (secs * 1000.0).round() / 1000.0,
+        interval_ms: ms(args.interval),
+        min_age_ms: ms(args.min_age),
+        max_fd_growth: args.max_fd_growth,
+        leak: processes.iter().any(|p| !p.leaks.is_empty()),
+        processes,
     }
 }
 
