@@ -12,6 +12,8 @@
 pub mod bpf;
 pub mod context;
 pub mod diag;
+#[cfg(feature = "bpf")]
+pub mod incremental;
 pub mod netns;
 mod pool;
 pub mod privileges;

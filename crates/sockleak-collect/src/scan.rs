@@ -76,7 +76,7 @@ struct NsDump {
 /// [`Filter::apply`] afterwards. Never fails as a whole: what could not be
 /// read is in `Snapshot::partial`.
 pub fn scan_unfiltered(opts: &ScanOptions) -> Snapshot {
-    scan_unfiltered_with(opts, None)
+    scan_unfiltered_with(opts, None, None)
 }
 
 /// [`scan_unfiltered`] for repeated sampling (`sockleak watch`): processes
@@ -84,12 +84,30 @@ pub fn scan_unfiltered(opts: &ScanOptions) -> Snapshot {
 /// their fd map from `cache` instead of having every fd link read again (see
 /// [`procfs::cache`]).
 pub fn scan_unfiltered_cached(opts: &ScanOptions, cache: &mut procfs::cache::FdCache) -> Snapshot {
-    scan_unfiltered_with(opts, Some(cache))
+    scan_unfiltered_with(opts, Some(cache), None)
 }
+
+/// [`scan_unfiltered_cached`] whose sockets, between full dumps, come from
+/// the previous sample's table and the sockets that changed state since
+/// ([`crate::incremental`]).
+#[cfg(feature = "bpf")]
+pub fn scan_unfiltered_incremental(
+    opts: &ScanOptions,
+    cache: &mut procfs::cache::FdCache,
+    inc: &mut crate::incremental::Incremental,
+) -> Snapshot {
+    scan_unfiltered_with(opts, Some(cache), Some(inc))
+}
+
+#[cfg(feature = "bpf")]
+type Inc<'a> = Option<&'a mut crate::incremental::Incremental>;
+#[cfg(not(feature = "bpf"))]
+type Inc<'a> = Option<&'a mut std::convert::Infallible>;
 
 fn scan_unfiltered_with(
     opts: &ScanOptions,
     mut cache: Option<&mut procfs::cache::FdCache>,
+    inc: Inc<'_>,
 ) -> Snapshot {
     let taken_at_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -130,7 +148,7 @@ fn scan_unfiltered_with(
     // dumps in time as the walk would be.
     let mut reader = None;
     let (mut dumps, procs) = std::thread::scope(|s| {
-        let dumper = s.spawn(|| dump_namespaces(&entries, &req, opts.threads));
+        let dumper = s.spawn(|| dump_or_refresh(&entries, &req, opts.threads, inc));
         if cache.is_none() {
             reader = bpf_reader(opts, &privs, &mut snap.partial);
         }
@@ -595,6 +613,48 @@ fn dump_namespaces(entries: &[NsEntry], req: &DumpRequest, threads: usize) -> Ve
             })
         })
         .collect()
+}
+
+/// The namespaces' sockets: from the incremental table when it can serve
+/// this sample, else dumped (and kept as the table for the next samples).
+#[cfg(feature = "bpf")]
+fn dump_or_refresh(
+    entries: &[NsEntry],
+    req: &DumpRequest,
+    threads: usize,
+    inc: Inc<'_>,
+) -> Vec<NsDump> {
+    let Some(inc) = inc else {
+        return dump_namespaces(entries, req, threads);
+    };
+    if let Some(refreshed) = inc.refresh(entries, req) {
+        return refreshed
+            .into_iter()
+            .map(|r| NsDump {
+                ns: r.ns,
+                sockets: r.sockets,
+                notes: r.notes,
+            })
+            .collect();
+    }
+    let dumps = dump_namespaces(entries, req, threads);
+    inc.reset(
+        dumps
+            .iter()
+            .filter(|d| d.ns.scanned)
+            .map(|d| (d.ns.id, d.sockets.as_slice())),
+    );
+    dumps
+}
+
+#[cfg(not(feature = "bpf"))]
+fn dump_or_refresh(
+    entries: &[NsEntry],
+    req: &DumpRequest,
+    threads: usize,
+    _inc: Inc<'_>,
+) -> Vec<NsDump> {
+    dump_namespaces(entries, req, threads)
 }
 
 /// Dumps one namespace from a thread inside it, with its sysctls and counters.

@@ -15,7 +15,10 @@ use crate::tui::{self, app::App, terminal, Event};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use sockleak_collect::procfs::cache::FdCache;
-use sockleak_collect::scan::{release_freed_memory, scan_unfiltered_cached, ScanOptions};
+use sockleak_collect::incremental::Incremental;
+use sockleak_collect::scan::{
+    release_freed_memory, scan_unfiltered_cached, scan_unfiltered_incremental, ScanOptions,
+};
 use sockleak_model::enrich::{Observation, WatchConfig, Watcher};
 use sockleak_model::findings::DiagnoseConfig;
 use sockleak_model::history::HistoryConfig;
@@ -199,6 +202,10 @@ pub fn run(args: &WatchArgs, style: Style) -> Result<u8> {
     result
 }
 
+/// Every this many samples the sockets are dumped again whole: the queues
+/// and tcp_info of sockets that changed no state are refreshed then.
+const FULL_DUMP_EVERY: u32 = 10;
+
 /// The collector thread: one snapshot per interval, on a fixed schedule
 /// (start + n × interval) so rates are not skewed by scan time, until the
 /// count or duration is reached or `quit`/a signal says stop.
@@ -211,6 +218,10 @@ fn collect(
     quit: &AtomicBool,
 ) {
     let mut cache = FdCache::default();
+    // Between full dumps, samples follow the sockets that changed state
+    // (docs/watch.md); without the tracker (no privileges, no BTF) every
+    // sample is a full dump, as before.
+    let mut inc = Incremental::new(FULL_DUMP_EVERY).ok();
     let start = Instant::now();
     let stop = || quit.load(Ordering::SeqCst) || terminal::stop_requested();
     let mut n: u64 = 0;
@@ -218,7 +229,10 @@ fn collect(
         if stop() {
             return;
         }
-        let snap = scan_unfiltered_cached(opts, &mut cache);
+        let snap = match inc.as_mut() {
+            Some(i) => scan_unfiltered_incremental(opts, &mut cache, i),
+            None => scan_unfiltered_cached(opts, &mut cache),
+        };
         if tx.send(Event::Snapshot(Box::new(snap))).is_err() {
             return;
         }
