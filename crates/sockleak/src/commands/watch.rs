@@ -14,8 +14,8 @@ use crate::output::{jsonl, plain, style::Style};
 use crate::tui::{self, app::App, terminal, Event};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use sockleak_collect::procfs::cache::FdCache;
 use sockleak_collect::incremental::Incremental;
+use sockleak_collect::procfs::cache::FdCache;
 use sockleak_collect::scan::{
     release_freed_memory, scan_unfiltered_cached, scan_unfiltered_incremental, ScanOptions,
 };
