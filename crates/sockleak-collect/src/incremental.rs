@@ -30,8 +30,9 @@ use crate::bpf::changes::{StateChange, StateTracker, TrackerError};
 use crate::context;
 use crate::diag::{self, wire::DiagSocket, DumpRequest};
 use crate::netns::{self, NsEntry};
+use crate::scan::NsDump;
 use rustc_hash::FxHashMap as HashMap;
-use sockleak_model::{Namespace, PartialNote, Socket, StateSet, TcpState, Timer};
+use sockleak_model::{Namespace, Socket, StateSet, TcpState, Timer};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How the last sample was taken, for tests, `doctor` and the benchmark.
@@ -149,14 +150,6 @@ fn advanced(mut s: Socket, elapsed: u64) -> Socket {
     s
 }
 
-/// What [`Incremental::refresh`] gives for one namespace: its context read
-/// inside it, its sockets and notes.
-pub(crate) struct Refreshed {
-    pub ns: Namespace,
-    pub sockets: Vec<Socket>,
-    pub notes: Vec<PartialNote>,
-}
-
 impl Incremental {
     /// Starts the tracker; a full dump every `full_every` samples (at least
     /// every 2nd).
@@ -192,7 +185,7 @@ impl Incremental {
         &mut self,
         entries: &[NsEntry],
         req: &DumpRequest,
-    ) -> Option<Vec<Refreshed>> {
+    ) -> Option<Vec<NsDump>> {
         if !req.states.is_all() || !req.want_info {
             return self.full("a filtered or info-less scan");
         }
@@ -281,7 +274,7 @@ impl Incremental {
                 .map(|(s, &f)| advanced(s.clone(), now.saturating_sub(f)))
                 .collect();
             ns.scanned = true;
-            out.push(Refreshed { ns, sockets, notes });
+            out.push(NsDump { ns, sockets, notes });
         }
         self.samples_since_full += 1;
         self.last = SampleKind {

@@ -62,11 +62,13 @@ impl Default for ScanOptions {
     }
 }
 
-/// Result of dumping one namespace.
-struct NsDump {
-    ns: Namespace,
-    sockets: Vec<Socket>,
-    notes: Vec<PartialNote>,
+/// One namespace's part of a sample: its context read inside it, its
+/// sockets (owners not yet attached) and what could not be read. From a dump,
+/// or from the incremental table ([`crate::incremental`]).
+pub(crate) struct NsDump {
+    pub(crate) ns: Namespace,
+    pub(crate) sockets: Vec<Socket>,
+    pub(crate) notes: Vec<PartialNote>,
 }
 
 /// Scans the host without the post-collection filters: the kernel state
@@ -628,14 +630,7 @@ fn dump_or_refresh(
         return dump_namespaces(entries, req, threads);
     };
     if let Some(refreshed) = inc.refresh(entries, req) {
-        return refreshed
-            .into_iter()
-            .map(|r| NsDump {
-                ns: r.ns,
-                sockets: r.sockets,
-                notes: r.notes,
-            })
-            .collect();
+        return refreshed;
     }
     let dumps = dump_namespaces(entries, req, threads);
     inc.reset(

@@ -27,7 +27,6 @@ use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use sockleak_model::{Cookie, Endpoint, Family, TcpState};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd};
 
 /// The compiled statechg.bpf.c (regenerate with `tools/bpf/build`).
@@ -258,15 +257,10 @@ fn lookup_and_delete(map_fd: i32, key: u64, value: &mut [u8; CHANGE_LEN]) -> io:
 fn decode_change(key: u64, v: &[u8; CHANGE_LEN]) -> Option<StateChange> {
     let u16_at = |at: usize| u16::from_ne_bytes([v[at], v[at + 1]]);
     let u32_at = |at: usize| u32::from_ne_bytes([v[at], v[at + 1], v[at + 2], v[at + 3]]);
-    let addr = |at: usize, family: Family| -> IpAddr {
-        match family {
-            Family::Inet => IpAddr::V4(Ipv4Addr::new(v[at], v[at + 1], v[at + 2], v[at + 3])),
-            Family::Inet6 => {
-                let mut b = [0u8; 16];
-                b.copy_from_slice(&v[at..at + 16]);
-                IpAddr::V6(Ipv6Addr::from(b))
-            }
-        }
+    let addr = |at: usize, family: Family| {
+        let mut raw = [0u8; 16];
+        raw.copy_from_slice(&v[at..at + 16]);
+        crate::diag::decode::addr(family, raw)
     };
     let family = match u16_at(4) {
         2 => Family::Inet,
@@ -314,7 +308,7 @@ mod tests {
         assert_eq!((c.changes, c.at_ns), (2, 123_456));
 
         v[4..6].copy_from_slice(&10u16.to_ne_bytes());
-        v[24..40].copy_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        v[24..40].copy_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
         let c = decode_change(78, &v).expect("decoded");
         assert_eq!(c.local.to_string(), "[::1]:8080");
         v[4..6].copy_from_slice(&1u16.to_ne_bytes());

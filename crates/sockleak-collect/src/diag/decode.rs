@@ -113,7 +113,7 @@ pub fn decode_batch(
 }
 
 /// An address from `idiag_src`/`idiag_dst` (16 bytes, network order).
-fn addr(family: Family, raw: [u8; 16]) -> IpAddr {
+pub(crate) fn addr(family: Family, raw: [u8; 16]) -> IpAddr {
     match family {
         Family::Inet => IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])),
         Family::Inet6 => IpAddr::V6(Ipv6Addr::from(raw)),
