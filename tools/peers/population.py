@@ -139,6 +139,12 @@ def main():
     wait_eof(sock["server_close_wait"][1])
     if not small:
         wait_eof(sock["time_wait"][1])
+        # Send the delayed ACK of the client's FIN now, before our FIN: if it
+        # left after it, the client's TIME_WAIT would answer it, this closed
+        # socket would answer with a RST, and a RST ends a TIME_WAIT
+        # (net.ipv4.tcp_rfc1337=0) -- seen once in CI as a missing TIME_WAIT.
+        # tools/bench/worker.py does the same.
+        sock["time_wait"][1].setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         sock["time_wait"][1].close()
         s3 = sock["client_close_wait"][1]
         s3.sendall(b"x" * unread)
