@@ -13,8 +13,9 @@
 //! A full dump is taken instead when: it is the first sample, every
 //! [`Incremental::full_every`]-th sample (queues and tcp_info of unchanged
 //! sockets are refreshed only then), the tracker lost changes (map full) or
-//! failed, the set of namespaces changed, a changed socket could not be
-//! looked up, or a namespace's `sockstat` disagrees with the table (sockets
+//! failed, more sockets changed than lookups are cheaper for (an eighth of
+//! the table: a burst of connections), the set of namespaces changed, a
+//! changed socket could not be looked up, or a namespace's `sockstat` disagrees with the table (sockets
 //! that changed without an event: a TIME_WAIT destroyed early, `ss -K` on
 //! one). So the table is never trusted further than the kernel's own counts.
 //!
@@ -31,7 +32,7 @@ use crate::context;
 use crate::diag::{self, wire::DiagSocket, DumpRequest};
 use crate::netns::{self, NsEntry};
 use crate::scan::NsDump;
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use sockleak_model::{Namespace, Socket, StateSet, TcpState, Timer};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -70,6 +71,10 @@ struct NsTable {
     /// When each row was looked up or dumped (unix ms).
     fetched_ms: Vec<u64>,
     index: HashMap<u64, usize>,
+    /// Socket inodes that left the table since [`take_gone`](Self::take_gone)
+    /// (a row removed, or replaced by one without that inode: a socket
+    /// closed by its last holder reports inode 0).
+    gone: HashSet<u64>,
 }
 
 impl NsTable {
@@ -83,13 +88,18 @@ impl NsTable {
             fetched_ms: vec![now; rows.len()],
             rows,
             index,
+            gone: HashSet::default(),
         }
     }
 
     fn upsert(&mut self, row: Socket, now: u64) {
+        self.gone.remove(&row.inode);
         match self.index.get(&row.cookie.0) {
             Some(&i) => {
                 if let (Some(r), Some(f)) = (self.rows.get_mut(i), self.fetched_ms.get_mut(i)) {
+                    if r.inode != row.inode && r.inode != 0 {
+                        self.gone.insert(r.inode);
+                    }
                     *r = row;
                     *f = now;
                 }
@@ -106,7 +116,10 @@ impl NsTable {
         let Some(i) = self.index.remove(&cookie) else {
             return;
         };
-        self.rows.swap_remove(i);
+        let row = self.rows.swap_remove(i);
+        if row.inode != 0 {
+            self.gone.insert(row.inode);
+        }
         self.fetched_ms.swap_remove(i);
         if let Some(moved) = self.rows.get(i) {
             self.index.insert(moved.cookie.0, i);
@@ -128,6 +141,20 @@ impl NsTable {
             }
         }
     }
+}
+
+/// A changed socket's lookup costs about as much kernel and sockleak time as
+/// this many rows of a full dump (measured at 150k sockets: ~10 µs per
+/// lookup, drain included, against ~1.5 µs per dumped row; docs/watch.md):
+/// with more changes than a table's size over this, a full dump is cheaper.
+const LOOKUP_COST_IN_ROWS: usize = 8;
+
+/// ... but this many lookups are always cheaper than a dump.
+const MAX_LOOKUPS_FLOOR: usize = 256;
+
+/// Whether dumping `rows` sockets costs less than looking `changes` up.
+fn dump_is_cheaper(changes: usize, rows: usize) -> bool {
+    changes > MAX_LOOKUPS_FLOOR.max(rows / LOOKUP_COST_IN_ROWS)
 }
 
 fn now_ms() -> u64 {
@@ -178,14 +205,15 @@ impl Incremental {
         None
     }
 
-    /// The sockets of every namespace of `entries` without a full dump, or
-    /// `None` when this sample must be one (the module comment says when);
-    /// then call [`reset`](Self::reset) with the dump.
+    /// The sockets of every namespace of `entries` without a full dump, with
+    /// the socket inodes that left since the previous sample; or `None` when
+    /// this sample must be a full dump (the module comment says when): then
+    /// call [`reset`](Self::reset) with the dump.
     pub(crate) fn refresh(
         &mut self,
         entries: &[NsEntry],
         req: &DumpRequest,
-    ) -> Option<Vec<NsDump>> {
+    ) -> Option<(Vec<NsDump>, HashSet<u64>)> {
         if !req.states.is_all() || !req.want_info {
             return self.full("a filtered or info-less scan");
         }
@@ -206,6 +234,10 @@ impl Incremental {
         };
         if drained.lost > 0 {
             return self.full("tracker lost changes");
+        }
+        let rows: usize = self.tables.values().map(|t| t.rows.len()).sum();
+        if dump_is_cheaper(drained.changes.len(), rows) {
+            return self.full("too many changes to look up one by one");
         }
         let now = now_ms();
 
@@ -250,6 +282,7 @@ impl Incremental {
         }
 
         let mut out = Vec::with_capacity(fresh.len());
+        let mut gone = HashSet::default();
         for (mut ns, notes, listeners) in fresh {
             let Some(table) = self.tables.get_mut(&ns.id) else {
                 return self.full("namespaces changed");
@@ -267,6 +300,7 @@ impl Incremental {
             if !agrees_with_sockstat(&ns, &table.rows) {
                 return self.full("the namespace's counters disagree with the table");
             }
+            gone.extend(table.gone.drain());
             let sockets = table
                 .rows
                 .iter()
@@ -281,7 +315,7 @@ impl Incremental {
             full: None,
             changes,
         };
-        Some(out)
+        Some((out, gone))
     }
 
     /// Looks one changed socket up and updates its table; `None` when the
@@ -386,6 +420,14 @@ mod tests {
         assert_eq!(a.timer_expires_ms, 700);
         assert_eq!(a.tcp_info.as_ref().map(|i| i.last_ack_recv_ms), Some(800));
         assert_eq!(advanced(a, 5000).timer_expires_ms, 0);
+    }
+
+    #[test]
+    fn a_dump_replaces_more_lookups_than_an_eighth_of_the_table() {
+        assert!(!dump_is_cheaper(256, 10));
+        assert!(dump_is_cheaper(257, 10));
+        assert!(!dump_is_cheaper(18_750, 150_000));
+        assert!(dump_is_cheaper(18_751, 150_000));
     }
 
     #[test]

@@ -149,7 +149,7 @@ fn scan_unfiltered_with(
     // wait) and read while the largest dump still runs, as close to the
     // dumps in time as the walk would be.
     let mut reader = None;
-    let (mut dumps, procs) = std::thread::scope(|s| {
+    let ((mut dumps, gone), procs) = std::thread::scope(|s| {
         let dumper = s.spawn(|| dump_or_refresh(&entries, &req, opts.threads, inc));
         if cache.is_none() {
             reader = bpf_reader(opts, &privs, &mut snap.partial);
@@ -183,12 +183,18 @@ fn scan_unfiltered_with(
     if let Some(c) = cache.as_deref_mut() {
         // A reused fd map whose TCP sockets left the dump is stale (a socket
         // closed and another opened at the same fd count): walk it again.
-        let dumped: rustc_hash::FxHashSet<u64> = sockets
-            .iter()
-            .map(|s| s.inode)
-            .filter(|i| *i != 0)
-            .collect();
-        c.revalidate(&proc_opts, &mut procs, &dumped);
+        // A refreshed sample knows what left; a full dump is compared whole.
+        match gone {
+            Some(gone) => c.revalidate(&proc_opts, &mut procs, |i| gone.contains(&i)),
+            None => {
+                let dumped: rustc_hash::FxHashSet<u64> = sockets
+                    .iter()
+                    .map(|s| s.inode)
+                    .filter(|i| *i != 0)
+                    .collect();
+                c.revalidate(&proc_opts, &mut procs, |i| !dumped.contains(&i));
+            }
+        }
     }
     merge_notes(&mut snap.partial, procs.notes);
     let mut processes = procs.processes;
@@ -625,12 +631,12 @@ fn dump_or_refresh(
     req: &DumpRequest,
     threads: usize,
     inc: Inc<'_>,
-) -> Vec<NsDump> {
+) -> (Vec<NsDump>, Option<Gone>) {
     let Some(inc) = inc else {
-        return dump_namespaces(entries, req, threads);
+        return (dump_namespaces(entries, req, threads), None);
     };
-    if let Some(refreshed) = inc.refresh(entries, req) {
-        return refreshed;
+    if let Some((refreshed, gone)) = inc.refresh(entries, req) {
+        return (refreshed, Some(gone));
     }
     let dumps = dump_namespaces(entries, req, threads);
     inc.reset(
@@ -639,7 +645,7 @@ fn dump_or_refresh(
             .filter(|d| d.ns.scanned)
             .map(|d| (d.ns.id, d.sockets.as_slice())),
     );
-    dumps
+    (dumps, None)
 }
 
 #[cfg(not(feature = "bpf"))]
@@ -648,9 +654,13 @@ fn dump_or_refresh(
     req: &DumpRequest,
     threads: usize,
     _inc: Inc<'_>,
-) -> Vec<NsDump> {
-    dump_namespaces(entries, req, threads)
+) -> (Vec<NsDump>, Option<Gone>) {
+    (dump_namespaces(entries, req, threads), None)
 }
+
+/// The socket inodes that left the table since the previous sample, when
+/// this one was refreshed instead of dumped.
+type Gone = rustc_hash::FxHashSet<u64>;
 
 /// Dumps one namespace from a thread inside it, with its sysctls and counters.
 fn dump_namespace(entry: &NsEntry, req: &DumpRequest) -> NsDump {

@@ -152,3 +152,52 @@ fn a_full_map_counts_what_it_lost() {
     assert!(d2.changes.len() <= 2);
     assert!(d2.lost > 0, "10 more sockets closed");
 }
+
+/// More changed sockets than one batch of the drain holds (1024): every one
+/// is drained, none twice, and the map is empty after.
+#[test]
+fn a_drain_takes_many_changes_in_batches_each_once() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(mut t) = tracker_or_skip("a_drain_takes_many_changes_in_batches_each_once", None)
+    else {
+        return;
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let laddr = listener.local_addr().expect("addr");
+    // 1500 connections: 3000 sockets that each changed state.
+    let mut held = Vec::new();
+    for _ in 0..1500 {
+        let c = TcpStream::connect(laddr).expect("connect");
+        let (s, _) = listener.accept().expect("accept");
+        held.push((c, s));
+    }
+    settle();
+    let ours: std::collections::HashSet<u64> = held
+        .iter()
+        .flat_map(|(c, s)| [so_cookie(c.as_raw_fd()), so_cookie(s.as_raw_fd())])
+        .collect();
+    assert_eq!(ours.len(), 3000);
+
+    let d = t.drain().expect("drain");
+    assert_eq!(d.lost, 0);
+    let mut seen = std::collections::HashSet::new();
+    for c in &d.changes {
+        assert!(
+            seen.insert(c.cookie.0),
+            "cookie {} drained twice",
+            c.cookie.0
+        );
+    }
+    let missing = ours.iter().filter(|c| !seen.contains(c)).count();
+    assert_eq!(missing, 0, "of 3000 changed sockets, {missing} not drained");
+    assert!(d.changes.len() > 1024, "more than one batch");
+
+    let d = t.drain().expect("drain");
+    let again = d
+        .changes
+        .iter()
+        .filter(|c| ours.contains(&c.cookie.0))
+        .count();
+    assert_eq!(again, 0, "nothing changed: none of ours again");
+    drop((held, listener));
+}

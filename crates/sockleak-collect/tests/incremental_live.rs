@@ -126,3 +126,92 @@ fn incremental_samples_list_what_a_full_scan_lists() {
     assert!(!last.iter().any(|r| r.1 == TcpState::TimeWait), "{last:?}");
     drop((listener, pairs, new));
 }
+
+/// A process that closes a connection and opens another between two samples
+/// keeps its fd count, so its fd map is reused from the cache; the sample
+/// must see that the closed socket left and walk that process again, or the
+/// new sockets would show without their holder.
+#[test]
+fn a_process_that_swaps_a_connection_keeps_its_holders() {
+    if !root_or_skip("a_process_that_swaps_a_connection_keeps_its_holders") {
+        return;
+    }
+    let mut inc = match Incremental::new(100) {
+        Ok(i) => i,
+        Err(e @ TrackerError::Unsupported(_)) => {
+            eprintln!("SKIPPED: incremental samples: {e}");
+            return;
+        }
+        Err(e) => panic!("tracker: {e}"),
+    };
+    let ns = NetnsGuard::new("sockleak-swap");
+    let entry: NsEntry = discover(Path::new("/proc"), Path::new("/run/netns"))
+        .entries
+        .into_iter()
+        .find(|e| e.name.as_deref() == Some(ns.name.as_str()))
+        .expect("namespace discovered");
+    // Holds two connections to its own listener; "swap" on stdin closes the
+    // first and opens a third (the fd count stays the same).
+    const SCRIPT: &str = "import socket,sys\n\
+        l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen(8)\n\
+        def pair():\n c=socket.create_connection(l.getsockname()); s,_=l.accept(); return c,s\n\
+        held=[pair(),pair()]\n\
+        print('ready',flush=True)\n\
+        for line in sys.stdin:\n \
+         c,s=held.pop(0); c.close(); s.close(); held.append(pair()); print('swapped',flush=True)\n";
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start python3 in the namespace");
+    let mut child = live_env::ChildGuard(child);
+    let mut stdin = child.0.stdin.take().expect("piped stdin");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        child.0.stdout.take().expect("piped stdout"),
+    ));
+    let mut expect_line = |want: &str| {
+        let got = lines.next().and_then(Result::ok);
+        assert_eq!(got.as_deref(), Some(want), "the child's answer");
+    };
+    expect_line("ready");
+
+    let opts = ScanOptions {
+        filter: Filter {
+            netns: vec![NetnsFilter::Name(ns.name.clone())],
+            ..Filter::default()
+        },
+        ..ScanOptions::default()
+    };
+    let mut cache = FdCache::default();
+    let owned = |snap: &Snapshot| {
+        snap.sockets
+            .iter()
+            .filter(|s| s.netns == entry.id && s.inode != 0)
+            .map(|s| (s.cookie.0, s.owners.len()))
+            .collect::<BTreeSet<_>>()
+    };
+    let first = scan_unfiltered_incremental(&opts, &mut cache, &mut inc);
+    assert_eq!(inc.last().full, Some("first sample"));
+    assert_eq!(owned(&first).len(), 5, "listener and two pairs");
+    // Twice: the first walk after a full one may still differ in fds the
+    // sampler itself opened (its diag socket).
+    for _ in 0..2 {
+        scan_unfiltered_incremental(&opts, &mut cache, &mut inc);
+    }
+
+    writeln!(stdin, "swap").expect("write to the child");
+    stdin.flush().expect("flush");
+    expect_line("swapped");
+    std::thread::sleep(Duration::from_millis(150));
+    let got = scan_unfiltered_incremental(&opts, &mut cache, &mut inc);
+    assert_eq!(inc.last().full, None, "{:?}", inc.last());
+    let full = scan_unfiltered(&opts);
+    let (got, full) = (owned(&got), owned(&full));
+    assert_eq!(got, full);
+    assert!(
+        got.iter().all(|(_, holders)| *holders == 1),
+        "every open socket has its holder: {got:?}"
+    );
+    drop(stdin);
+}

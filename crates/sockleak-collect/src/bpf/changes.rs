@@ -6,23 +6,23 @@
 //! scan). With the tracker a sampler can look up only the sockets that
 //! changed (exact sock_diag requests in their namespace, by the 4-tuple and
 //! cookie recorded here) and dump everything only now and then or when the
-//! tracker lost changes. This module is that first half; the sampler that
-//! uses it is not written yet (issue 6).
+//! tracker lost changes ([`crate::incremental`]).
 //!
 //! What it guarantees: every change of a TCP socket's state after
 //! [`StateTracker::new`] returns is either in a later [`StateTracker::drain`]
-//! or counted in its [`Drained::lost`] (the map was full). A drain takes each
-//! entry out with one atomic lookup-and-delete, so a change that lands while
-//! draining is in this drain or the next, never dropped. What it does not
+//! or counted in its [`Drained::lost`] (the map was full). A drain takes the
+//! entries out bucket by bucket, each under its lock (batched
+//! lookup-and-delete), so a change that lands while draining is in this
+//! drain or the next, never dropped. What it does not
 //! see: sockets that change no state (queues, tcp_info), TIME_WAIT sockets
 //! expiring (no full socket is involved: the sampler must expire them from
 //! their timer), request sockets (SYN_RECV of a listener).
 //!
 //! Needs what the fd table needs (CAP_BPF + CAP_PERFMON or root, kernel BTF)
-//! and Linux >= 5.14 for lookup-and-delete on hash maps.
+//! and Linux >= 5.6 for batched lookup-and-delete on hash maps.
 
 use super::{chain, find_io_error};
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{Map, MapData};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use sockleak_model::{Cookie, Endpoint, Family, TcpState};
@@ -171,26 +171,14 @@ impl StateTracker {
                 "map {CHANGED_MAP} is not a hash map"
             )));
         };
-        let keys: Vec<u64> = HashMap::<&MapData, u64, [u8; CHANGE_LEN]>::try_from(map)
-            .map_err(|e| classify("opening the change map", &e))?
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|e| classify("listing changed sockets", &e))?;
-        let fd = data.fd().as_fd();
-        let mut changes = Vec::with_capacity(keys.len());
-        let mut value = [0u8; CHANGE_LEN];
-        for key in keys {
-            match lookup_and_delete(fd.as_raw_fd(), key, &mut value) {
-                Ok(true) => {
-                    if let Some(c) = decode_change(key, &value) {
-                        changes.push(c);
-                    }
-                }
-                // Taken by a concurrent drain: not ours to report.
-                Ok(false) => {}
-                Err(e) => return Err(classify("taking a change out of the map", &e)),
+        let fd = data.fd().as_fd().as_raw_fd();
+        let mut changes = Vec::new();
+        take_all(fd, |key, value| {
+            if let Some(c) = decode_change(key, value) {
+                changes.push(c);
             }
-        }
+        })
+        .map_err(|e| classify("taking the changes out of the map", &e))?;
         let total = self.lost_total()?;
         let lost = total.saturating_sub(self.lost_before);
         self.lost_before = total;
@@ -211,46 +199,82 @@ impl StateTracker {
     }
 }
 
-/// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` on a hash map (Linux >= 5.14): the value
-/// and the removal in one step, so no change is lost between a read and a
-/// delete. `Ok(false)`: the key is gone.
-fn lookup_and_delete(map_fd: i32, key: u64, value: &mut [u8; CHANGE_LEN]) -> io::Result<bool> {
-    /// The map-element member of `union bpf_attr` (include/uapi/linux/bpf.h).
+/// Keys and values taken out of the map per `bpf()` call.
+const BATCH: usize = 1024;
+
+/// Takes every entry out of the change map with
+/// `BPF_MAP_LOOKUP_AND_DELETE_BATCH`: each hash bucket is copied and emptied
+/// under its lock, so a change that lands while draining is in this drain or
+/// the next, never dropped, and 25k changes cost ~25 calls instead of two
+/// per key (listing the keys, then taking each: ~13 µs a change, measured).
+fn take_all(map_fd: i32, mut each: impl FnMut(u64, &[u8; CHANGE_LEN])) -> io::Result<()> {
+    /// The batch member of `union bpf_attr` (include/uapi/linux/bpf.h).
     #[repr(C)]
-    struct ElemAttr {
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
         map_fd: u32,
-        _pad: u32,
-        key: u64,
-        value: u64,
+        elem_flags: u64,
         flags: u64,
     }
-    const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
-    let attr = ElemAttr {
-        map_fd: map_fd as u32,
-        _pad: 0,
-        key: std::ptr::addr_of!(key) as u64,
-        value: value.as_mut_ptr() as u64,
-        flags: 0,
-    };
-    // SAFETY: `attr` points at `key` (8 bytes, the map's key size) and at
-    // `value` (CHANGE_LEN bytes, the map's value size), both alive for the
-    // call; the kernel reads `size_of::<ElemAttr>()` bytes of `attr`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
-            std::ptr::addr_of!(attr),
-            std::mem::size_of::<ElemAttr>(),
-        )
-    };
-    if rc == 0 {
-        return Ok(true);
+    const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
+    let mut keys = vec![0u64; BATCH];
+    let mut values = vec![[0u8; CHANGE_LEN]; BATCH];
+    // A hash map's batch position is a bucket index (u32); no position
+    // starts at the first bucket.
+    let (mut pos_in, mut pos_out) = (0u32, 0u32);
+    let mut first = true;
+    // Bounded: every call but the last moves past at least one bucket, and
+    // bucket positions are u32.
+    for _ in 0..=(u32::MAX as usize / BATCH + 1) {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                std::ptr::addr_of!(pos_in) as u64
+            },
+            out_batch: std::ptr::addr_of_mut!(pos_out) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: BATCH as u32,
+            map_fd: map_fd as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: `attr` points at `pos_in`/`pos_out` (u32 bucket positions),
+        // at `keys` (BATCH × 8 bytes, the map's key size) and `values`
+        // (BATCH × CHANGE_LEN bytes, its value size), all alive for the call;
+        // the kernel writes at most `count` keys and values and reads
+        // `size_of::<BatchAttr>()` bytes of `attr`.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+                std::ptr::addr_of_mut!(attr),
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        let err = (rc != 0).then(io::Error::last_os_error);
+        // ENOENT: the last buckets were read; what they held is in `count`.
+        let done = match err {
+            None => false,
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
+            Some(e) => return Err(e),
+        };
+        let n = (attr.count as usize).min(BATCH);
+        for (k, v) in keys.iter().zip(&values).take(n) {
+            each(*k, v);
+        }
+        if done {
+            return Ok(());
+        }
+        first = false;
+        pos_in = pos_out;
     }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::ENOENT) {
-        return Ok(false);
-    }
-    Err(e)
+    Err(io::Error::other("the change map did not end"))
 }
 
 /// Decodes one `struct change`; `None` for a family other than AF_INET/6.

@@ -27,7 +27,7 @@
 
 use super::dirfd::{parse_u32, Dir, DENTS_BUF_LEN, PROC_SUPER_MAGIC};
 use super::{scan_processes, ProcOptions, ProcScan, SocketFd};
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 use sockleak_model::{merge_notes, FdKinds};
 use std::ffi::CString;
 use std::ops::ControlFlow;
@@ -105,10 +105,15 @@ impl FdCache {
     }
 
     /// Walks again the processes of the last [`scan_processes_cached`] whose
-    /// reused map holds a TCP socket (as of the previous join) that is not in
-    /// `dumped` (the inodes of this sample's sock_diag dump), and puts the
-    /// fresh result into `scan`.
-    pub fn revalidate(&mut self, opts: &ProcOptions, scan: &mut ProcScan, dumped: &HashSet<u64>) {
+    /// reused map holds a TCP socket (as of the previous join) that `gone`
+    /// says is no longer in this sample's sockets, and puts the fresh result
+    /// into `scan`.
+    pub fn revalidate(
+        &mut self,
+        opts: &ProcOptions,
+        scan: &mut ProcScan,
+        gone: impl Fn(u64) -> bool,
+    ) {
         let stale: Vec<u32> = self
             .reused
             .iter()
@@ -116,7 +121,7 @@ impl FdCache {
             .filter(|pid| {
                 self.entries
                     .get(pid)
-                    .is_some_and(|e| e.tcp_inodes.iter().any(|i| !dumped.contains(i)))
+                    .is_some_and(|e| e.tcp_inodes.iter().any(|i| gone(*i)))
             })
             .collect();
         if stale.is_empty() {
@@ -370,7 +375,8 @@ mod tests {
         loop {
             let mut scan = scan_processes_cached(&opts, &mut cache);
             if cache.last_stats().reused == 1 {
-                cache.revalidate(&opts, &mut scan, &HashSet::from_iter([99u64]));
+                // Only 99 was dumped: 12345 is gone.
+                cache.revalidate(&opts, &mut scan, |i| i != 99);
                 assert_eq!(
                     (cache.last_stats().reused, cache.last_stats().walked),
                     (0, 1)
