@@ -403,7 +403,28 @@ pub fn diagnose_with(
     cfg: &DiagnoseConfig,
     hints: &dyn AgeHints,
 ) -> Vec<Finding> {
-    let ctx = Ctx::new(snap, now_ms, cfg, hints);
+    diagnose_indexed(&Indexes::new(snap), now_ms, cfg, hints)
+}
+
+/// [`diagnose_with`] over indexes built beforehand: `watch` builds them on
+/// another core while its history takes the same snapshot in, and reuses
+/// them for a second pass.
+pub fn diagnose_indexed(
+    ix: &Indexes<'_>,
+    now_ms: u64,
+    cfg: &DiagnoseConfig,
+    hints: &dyn AgeHints,
+) -> Vec<Finding> {
+    let ctx = Ctx {
+        snap: ix.snap,
+        sockets: &ix.sockets,
+        procs: &ix.procs,
+        listeners: &ix.listeners,
+        peers: &ix.peers,
+        now_ms,
+        cfg,
+        hints,
+    };
     let mut out = Vec::new();
     close_wait_leaks(&ctx, &mut out);
     fin_wait2_stuck(&ctx, &mut out);
@@ -415,8 +436,9 @@ pub fn diagnose_with(
     out
 }
 
-/// Lookups shared by the rules.
-struct Ctx<'a> {
+/// The lookups the rules share, from the snapshot alone (no ages, no
+/// configuration).
+pub struct Indexes<'a> {
     snap: &'a Snapshot,
     /// Sockets deduplicated by cookie: a dump is not atomic and may list a
     /// socket twice. Cookie 0 (a collector that has none) is never merged.
@@ -424,18 +446,10 @@ struct Ctx<'a> {
     procs: ProcessIndex<'a>,
     listeners: ListenerIndex,
     peers: PeerIndex,
-    now_ms: u64,
-    cfg: &'a DiagnoseConfig,
-    hints: &'a dyn AgeHints,
 }
 
-impl<'a> Ctx<'a> {
-    fn new(
-        snap: &'a Snapshot,
-        now_ms: u64,
-        cfg: &'a DiagnoseConfig,
-        hints: &'a dyn AgeHints,
-    ) -> Ctx<'a> {
+impl<'a> Indexes<'a> {
+    pub fn new(snap: &'a Snapshot) -> Indexes<'a> {
         let mut seen = rustc_hash::FxHashSet::default();
         seen.reserve(snap.sockets.len());
         let sockets = snap
@@ -443,7 +457,7 @@ impl<'a> Ctx<'a> {
             .iter()
             .filter(|s| s.cookie.0 == 0 || seen.insert(s.cookie))
             .collect();
-        Ctx {
+        Indexes {
             snap,
             sockets,
             procs: ProcessIndex::new(&snap.processes),
@@ -453,12 +467,23 @@ impl<'a> Ctx<'a> {
             peers: PeerIndex::with_states(&snap.sockets, |st| {
                 matches!(st, TcpState::FinWait2 | TcpState::CloseWait)
             }),
-            now_ms,
-            cfg,
-            hints,
         }
     }
+}
 
+/// The indexes, the moment and the ages one diagnosis runs with.
+struct Ctx<'a> {
+    snap: &'a Snapshot,
+    sockets: &'a [&'a Socket],
+    procs: &'a ProcessIndex<'a>,
+    listeners: &'a ListenerIndex,
+    peers: &'a PeerIndex,
+    now_ms: u64,
+    cfg: &'a DiagnoseConfig,
+    hints: &'a dyn AgeHints,
+}
+
+impl<'a> Ctx<'a> {
     fn namespace(&self, id: NetnsId) -> Option<&'a Namespace> {
         self.snap.namespace(id)
     }
@@ -482,7 +507,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn owner_pid(&self, s: &Socket) -> Option<u32> {
-        blame::primary_owner(s, &self.procs).map(|o| o.pid)
+        blame::primary_owner(s, self.procs).map(|o| o.pid)
     }
 
     /// "java (pid 4242)", "pid 4242", or "an unidentified process".
@@ -554,6 +579,35 @@ impl OwnerKey {
     }
 }
 
+/// A state rule's sockets by (owner, group).
+type GroupMap = rustc_hash::FxHashMap<(OwnerKey, GroupKey), Gathered>;
+
+/// The groups in key order (findings come out in a stable order).
+fn sorted(groups: GroupMap) -> Vec<((OwnerKey, GroupKey), Gathered)> {
+    let mut v: Vec<_> = groups.into_iter().collect();
+    v.sort_unstable_by_key(|g| g.0);
+    v
+}
+
+/// The sockets in `state` with their age and their peer in `peer_state`,
+/// looked up in a pass of their own: at 150k sockets each lookup misses the
+/// cache, and a loop that does nothing else lets the CPU overlap the misses
+/// of several sockets.
+fn with_age_and_peer<'s>(
+    ctx: &Ctx<'s>,
+    state: TcpState,
+    peer_state: TcpState,
+) -> Vec<(&'s Socket, Option<Age>, Option<&'s Socket>)> {
+    ctx.sockets
+        .iter()
+        .filter(|s| s.state == state)
+        .map(|s| {
+            let peer = ctx.peers.mirror(&ctx.snap.sockets, s, peer_state);
+            (*s, ctx.age(s), peer)
+        })
+        .collect()
+}
+
 /// Sockets of one (owner, group) gathered by a state rule.
 #[derive(Default)]
 struct Gathered {
@@ -608,7 +662,7 @@ impl Gathered {
         let unknown = self.unknown.len() as u64;
         f.age_unknown = (unknown > 0).then_some(unknown);
         f.cookies = self.oldest_cookies(ctx.cfg.oldest_cookies);
-        f.also_held_by = blame::holders_from_tally(std::mem::take(&mut self.holders), &ctx.procs);
+        f.also_held_by = blame::holders_from_tally(std::mem::take(&mut self.holders), ctx.procs);
     }
 }
 
@@ -741,26 +795,21 @@ fn holders_advice(holders: &[Holder]) -> String {
 /// - If the other end is on this host in FIN_WAIT2, `peer_pid` names its
 ///   owner.
 fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
-    let mut groups: BTreeMap<(OwnerKey, GroupKey), Gathered> = BTreeMap::new();
-    for s in ctx
-        .sockets
-        .iter()
-        .filter(|s| s.state == TcpState::CloseWait)
-    {
-        let a = ctx.age(s);
+    let mut groups: GroupMap = GroupMap::default();
+    for (s, a, peer) in with_age_and_peer(ctx, TcpState::CloseWait, TcpState::FinWait2) {
         if ctx.is_young(a) {
             continue;
         }
         let owner = OwnerKey::of(ctx, s);
         let g = groups
-            .entry((owner, group_key(s, &ctx.listeners)))
+            .entry((owner, group_key(s, ctx.listeners)))
             .or_default();
         g.add(s, a, owner.pid());
-        if let Some(peer) = ctx.peers.mirror(&ctx.snap.sockets, s, TcpState::FinWait2) {
+        if let Some(peer) = peer {
             g.peers.add(ctx.owner_pid(peer));
         }
     }
-    for ((owner, gk), mut g) in groups {
+    for ((owner, gk), mut g) in sorted(groups) {
         let pid = owner.pid();
         let proc_ = pid.and_then(|p| ctx.procs.get(p));
         let aged = g.count - g.unknown.len() as u64;
@@ -910,11 +959,9 @@ fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
 /// - `peer_pid` names the owner of the mirrored CLOSE_WAIT socket: that
 ///   process is at fault.
 fn fin_wait2_stuck(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
-    let mut groups: BTreeMap<(OwnerKey, GroupKey), Gathered> = BTreeMap::new();
-    for s in ctx.sockets.iter().filter(|s| s.state == TcpState::FinWait2) {
-        let a = ctx.age(s);
+    let mut groups: GroupMap = GroupMap::default();
+    for (s, a, peer) in with_age_and_peer(ctx, TcpState::FinWait2, TcpState::CloseWait) {
         let owner = OwnerKey::of(ctx, s);
-        let peer = ctx.peers.mirror(&ctx.snap.sockets, s, TcpState::CloseWait);
         let counts = match (owner, a) {
             (_, Some(a)) => a.secs() >= ctx.cfg.min_age_s,
             (OwnerKey::Orphan, None) => peer.is_some(),
@@ -924,14 +971,14 @@ fn fin_wait2_stuck(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
             continue;
         }
         let g = groups
-            .entry((owner, group_key(s, &ctx.listeners)))
+            .entry((owner, group_key(s, ctx.listeners)))
             .or_default();
         g.add(s, a, owner.pid());
         if let Some(peer) = peer {
             g.peers.add(ctx.owner_pid(peer));
         }
     }
-    for ((owner, gk), mut g) in groups {
+    for ((owner, gk), mut g) in sorted(groups) {
         let orphan = owner == OwnerKey::Orphan;
         let aged = g.count - g.unknown.len() as u64;
         let severity = if orphan || aged == 0 {
@@ -1180,7 +1227,7 @@ fn accept_queue_overflows(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         f.count = queued;
         f.backlog = Some(u32::try_from(backlog).unwrap_or(u32::MAX));
         f.listen_overflows = ns.and_then(|n| n.counters.listen_overflows);
-        f.also_held_by = blame::holders_from_tally(holders, &ctx.procs);
+        f.also_held_by = blame::holders_from_tally(holders, ctx.procs);
         f.summary = format!(
             "{} has stopped accepting connections on {local}: its accept queue is full \
              ({queued} waiting, backlog {backlog}).",

