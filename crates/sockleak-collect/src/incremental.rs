@@ -45,6 +45,16 @@ pub struct SampleKind {
     pub changes: usize,
 }
 
+/// A sample taken from the table and the changes.
+pub(crate) struct Refreshed {
+    /// Per namespace its context and notes; `sockets` left empty.
+    pub dumps: Vec<NsDump>,
+    /// The sockets of every namespace.
+    pub sockets: Vec<Socket>,
+    /// Socket inodes that left the table since the previous sample.
+    pub gone: HashSet<u64>,
+}
+
 /// The table of the previous sample and the tracker that keeps it current.
 pub struct Incremental {
     tracker: StateTracker,
@@ -205,15 +215,10 @@ impl Incremental {
         None
     }
 
-    /// The sockets of every namespace of `entries` without a full dump, with
-    /// the socket inodes that left since the previous sample; or `None` when
-    /// this sample must be a full dump (the module comment says when): then
-    /// call [`reset`](Self::reset) with the dump.
-    pub(crate) fn refresh(
-        &mut self,
-        entries: &[NsEntry],
-        req: &DumpRequest,
-    ) -> Option<(Vec<NsDump>, HashSet<u64>)> {
+    /// The sockets of every namespace of `entries` without a full dump; or
+    /// `None` when this sample must be a full dump (the module comment says
+    /// when): then call [`reset`](Self::reset) with the dump.
+    pub(crate) fn refresh(&mut self, entries: &[NsEntry], req: &DumpRequest) -> Option<Refreshed> {
         if !req.states.is_all() || !req.want_info {
             return self.full("a filtered or info-less scan");
         }
@@ -301,21 +306,38 @@ impl Incremental {
                 return self.full("the namespace's counters disagree with the table");
             }
             gone.extend(table.gone.drain());
-            let sockets = table
-                .rows
-                .iter()
-                .zip(&table.fetched_ms)
-                .map(|(s, &f)| advanced(s.clone(), now.saturating_sub(f)))
-                .collect();
             ns.scanned = true;
-            out.push(NsDump { ns, sockets, notes });
+            out.push(NsDump {
+                ns,
+                sockets: Vec::new(),
+                notes,
+            });
+        }
+        // Every namespace's rows in one Vec: one copy of the table per
+        // sample, not one per namespace and then a concatenation.
+        let total = self.tables.values().map(|t| t.rows.len()).sum();
+        let mut sockets = Vec::with_capacity(total);
+        for d in &out {
+            if let Some(table) = self.tables.get(&d.ns.id) {
+                sockets.extend(
+                    table
+                        .rows
+                        .iter()
+                        .zip(&table.fetched_ms)
+                        .map(|(s, &f)| advanced(s.clone(), now.saturating_sub(f))),
+                );
+            }
         }
         self.samples_since_full += 1;
         self.last = SampleKind {
             full: None,
             changes,
         };
-        Some((out, gone))
+        Some(Refreshed {
+            dumps: out,
+            sockets,
+            gone,
+        })
     }
 
     /// Looks one changed socket up and updates its table; `None` when the

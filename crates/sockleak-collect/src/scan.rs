@@ -149,7 +149,7 @@ fn scan_unfiltered_with(
     // wait) and read while the largest dump still runs, as close to the
     // dumps in time as the walk would be.
     let mut reader = None;
-    let ((mut dumps, gone), procs) = std::thread::scope(|s| {
+    let (sampled, procs) = std::thread::scope(|s| {
         let dumper = s.spawn(|| dump_or_refresh(&entries, &req, opts.threads, inc));
         if cache.is_none() {
             reader = bpf_reader(opts, &privs, &mut snap.partial);
@@ -161,15 +161,24 @@ fn scan_unfiltered_with(
         // Sorted for the join while the largest dump usually still runs.
         let mut procs = procs;
         sort_socket_fds(&mut procs.socket_fds);
-        let dumps = dumper.join().unwrap_or_default();
-        (dumps, procs)
+        let sampled = dumper
+            .join()
+            .unwrap_or_else(|_| Sampled::Dumped(Vec::new()));
+        (sampled, procs)
     });
     if let Some(r) = reader {
         bpf_reader_done(r);
     }
 
-    let mut sockets =
-        concat_largest_first(dumps.iter_mut().map(|d| std::mem::take(&mut d.sockets)));
+    let (dumps, mut sockets, gone) = match sampled {
+        Sampled::Dumped(mut dumps) => {
+            let sockets =
+                concat_largest_first(dumps.iter_mut().map(|d| std::mem::take(&mut d.sockets)));
+            (dumps, sockets, None::<rustc_hash::FxHashSet<u64>>)
+        }
+        #[cfg(feature = "bpf")]
+        Sampled::Refreshed(r) => (r.dumps, r.sockets, Some(r.gone)),
+    };
     let mut scanned_ns = HashSet::new();
     for d in dumps {
         if d.ns.scanned {
@@ -631,12 +640,12 @@ fn dump_or_refresh(
     req: &DumpRequest,
     threads: usize,
     inc: Inc<'_>,
-) -> (Vec<NsDump>, Option<Gone>) {
+) -> Sampled {
     let Some(inc) = inc else {
-        return (dump_namespaces(entries, req, threads), None);
+        return Sampled::Dumped(dump_namespaces(entries, req, threads));
     };
-    if let Some((refreshed, gone)) = inc.refresh(entries, req) {
-        return (refreshed, Some(gone));
+    if let Some(refreshed) = inc.refresh(entries, req) {
+        return Sampled::Refreshed(refreshed);
     }
     let dumps = dump_namespaces(entries, req, threads);
     inc.reset(
@@ -645,7 +654,7 @@ fn dump_or_refresh(
             .filter(|d| d.ns.scanned)
             .map(|d| (d.ns.id, d.sockets.as_slice())),
     );
-    (dumps, None)
+    Sampled::Dumped(dumps)
 }
 
 #[cfg(not(feature = "bpf"))]
@@ -654,13 +663,18 @@ fn dump_or_refresh(
     req: &DumpRequest,
     threads: usize,
     _inc: Inc<'_>,
-) -> (Vec<NsDump>, Option<Gone>) {
-    (dump_namespaces(entries, req, threads), None)
+) -> Sampled {
+    Sampled::Dumped(dump_namespaces(entries, req, threads))
 }
 
-/// The socket inodes that left the table since the previous sample, when
-/// this one was refreshed instead of dumped.
-type Gone = rustc_hash::FxHashSet<u64>;
+/// What the namespaces gave this sample.
+enum Sampled {
+    /// Dumped whole, per namespace.
+    Dumped(Vec<NsDump>),
+    /// Refreshed from the previous sample's table and the tracked changes.
+    #[cfg(feature = "bpf")]
+    Refreshed(crate::incremental::Refreshed),
+}
 
 /// Dumps one namespace from a thread inside it, with its sysctls and counters.
 fn dump_namespace(entry: &NsEntry, req: &DumpRequest) -> NsDump {

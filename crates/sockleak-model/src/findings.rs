@@ -420,7 +420,8 @@ pub fn diagnose_indexed(
         sockets: &ix.sockets,
         procs: &ix.procs,
         listeners: &ix.listeners,
-        peers: &ix.peers,
+        close_wait: &ix.close_wait,
+        fin_wait2: &ix.fin_wait2,
         now_ms,
         cfg,
         hints,
@@ -445,28 +446,58 @@ pub struct Indexes<'a> {
     sockets: Vec<&'a Socket>,
     procs: ProcessIndex<'a>,
     listeners: ListenerIndex,
-    peers: PeerIndex,
+    /// CLOSE_WAIT and FIN_WAIT2 sockets with whom and what group they are
+    /// charged to and their peer (the ages come later, from the hints).
+    close_wait: Vec<Charged<'a>>,
+    fin_wait2: Vec<Charged<'a>>,
+}
+
+/// A socket of a state rule, charged.
+struct Charged<'a> {
+    s: &'a Socket,
+    owner: OwnerKey,
+    group: GroupKey,
+    /// The peer socket's owner pid, when the peer is on this host.
+    peer: Option<Option<u32>>,
 }
 
 impl<'a> Indexes<'a> {
     pub fn new(snap: &'a Snapshot) -> Indexes<'a> {
         let mut seen = rustc_hash::FxHashSet::default();
         seen.reserve(snap.sockets.len());
-        let sockets = snap
+        let sockets: Vec<&Socket> = snap
             .sockets
             .iter()
             .filter(|s| s.cookie.0 == 0 || seen.insert(s.cookie))
             .collect();
+        let procs = ProcessIndex::new(&snap.processes);
+        let listeners = ListenerIndex::from_snapshot(snap);
+        let peers = PeerIndex::with_states(&snap.sockets, |st| {
+            matches!(st, TcpState::FinWait2 | TcpState::CloseWait)
+        });
+        let charged = |state: TcpState, peer_state: TcpState| -> Vec<Charged<'a>> {
+            sockets
+                .iter()
+                .filter(|s| s.state == state)
+                .map(|s| Charged {
+                    s,
+                    owner: OwnerKey::of(&procs, s),
+                    group: group_key(s, &listeners),
+                    peer: peers
+                        .mirror(&snap.sockets, s, peer_state)
+                        .map(|p| blame::primary_owner(p, &procs).map(|o| o.pid)),
+                })
+                .collect()
+        };
+        let close_wait = charged(TcpState::CloseWait, TcpState::FinWait2);
+        let fin_wait2 = charged(TcpState::FinWait2, TcpState::CloseWait);
         Indexes {
             snap,
             sockets,
-            procs: ProcessIndex::new(&snap.processes),
-            listeners: ListenerIndex::from_snapshot(snap),
-            // `mirror` is only asked for these two (see close_wait_leaks and
-            // fin_wait2_stuck).
-            peers: PeerIndex::with_states(&snap.sockets, |st| {
-                matches!(st, TcpState::FinWait2 | TcpState::CloseWait)
-            }),
+            procs,
+            listeners,
+            close_wait,
+            fin_wait2,
         }
     }
 }
@@ -477,7 +508,8 @@ struct Ctx<'a> {
     sockets: &'a [&'a Socket],
     procs: &'a ProcessIndex<'a>,
     listeners: &'a ListenerIndex,
-    peers: &'a PeerIndex,
+    close_wait: &'a [Charged<'a>],
+    fin_wait2: &'a [Charged<'a>],
     now_ms: u64,
     cfg: &'a DiagnoseConfig,
     hints: &'a dyn AgeHints,
@@ -504,10 +536,6 @@ impl<'a> Ctx<'a> {
 
     fn is_young(&self, a: Option<Age>) -> bool {
         a.is_some_and(|a| a.secs() < self.cfg.min_age_s)
-    }
-
-    fn owner_pid(&self, s: &Socket) -> Option<u32> {
-        blame::primary_owner(s, self.procs).map(|o| o.pid)
     }
 
     /// "java (pid 4242)", "pid 4242", or "an unidentified process".
@@ -563,8 +591,8 @@ enum OwnerKey {
 }
 
 impl OwnerKey {
-    fn of(ctx: &Ctx<'_>, s: &Socket) -> OwnerKey {
-        match ctx.owner_pid(s) {
+    fn of(procs: &ProcessIndex<'_>, s: &Socket) -> OwnerKey {
+        match blame::primary_owner(s, procs).map(|o| o.pid) {
             Some(pid) => OwnerKey::Pid(pid),
             None if s.is_orphan() => OwnerKey::Orphan,
             None => OwnerKey::Unseen,
@@ -589,23 +617,11 @@ fn sorted(groups: GroupMap) -> Vec<((OwnerKey, GroupKey), Gathered)> {
     v
 }
 
-/// The sockets in `state` with their age and their peer in `peer_state`,
-/// looked up in a pass of their own: at 150k sockets each lookup misses the
-/// cache, and a loop that does nothing else lets the CPU overlap the misses
-/// of several sockets.
-fn with_age_and_peer<'s>(
-    ctx: &Ctx<'s>,
-    state: TcpState,
-    peer_state: TcpState,
-) -> Vec<(&'s Socket, Option<Age>, Option<&'s Socket>)> {
-    ctx.sockets
-        .iter()
-        .filter(|s| s.state == state)
-        .map(|s| {
-            let peer = ctx.peers.mirror(&ctx.snap.sockets, s, peer_state);
-            (*s, ctx.age(s), peer)
-        })
-        .collect()
+/// The ages of a rule's sockets, looked up in a pass of their own: at 150k
+/// sockets each lookup misses the cache, and a loop that does nothing else
+/// lets the CPU overlap the misses of several sockets.
+fn ages(ctx: &Ctx<'_>, charged: &[Charged<'_>]) -> Vec<Option<Age>> {
+    charged.iter().map(|c| ctx.age(c.s)).collect()
 }
 
 /// Sockets of one (owner, group) gathered by a state rule.
@@ -796,17 +812,14 @@ fn holders_advice(holders: &[Holder]) -> String {
 ///   owner.
 fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     let mut groups: GroupMap = GroupMap::default();
-    for (s, a, peer) in with_age_and_peer(ctx, TcpState::CloseWait, TcpState::FinWait2) {
+    for (c, a) in ctx.close_wait.iter().zip(ages(ctx, ctx.close_wait)) {
         if ctx.is_young(a) {
             continue;
         }
-        let owner = OwnerKey::of(ctx, s);
-        let g = groups
-            .entry((owner, group_key(s, ctx.listeners)))
-            .or_default();
-        g.add(s, a, owner.pid());
-        if let Some(peer) = peer {
-            g.peers.add(ctx.owner_pid(peer));
+        let g = groups.entry((c.owner, c.group)).or_default();
+        g.add(c.s, a, c.owner.pid());
+        if let Some(peer_pid) = c.peer {
+            g.peers.add(peer_pid);
         }
     }
     for ((owner, gk), mut g) in sorted(groups) {
@@ -960,22 +973,19 @@ fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
 ///   process is at fault.
 fn fin_wait2_stuck(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     let mut groups: GroupMap = GroupMap::default();
-    for (s, a, peer) in with_age_and_peer(ctx, TcpState::FinWait2, TcpState::CloseWait) {
-        let owner = OwnerKey::of(ctx, s);
-        let counts = match (owner, a) {
+    for (c, a) in ctx.fin_wait2.iter().zip(ages(ctx, ctx.fin_wait2)) {
+        let counts = match (c.owner, a) {
             (_, Some(a)) => a.secs() >= ctx.cfg.min_age_s,
-            (OwnerKey::Orphan, None) => peer.is_some(),
+            (OwnerKey::Orphan, None) => c.peer.is_some(),
             (_, None) => true,
         };
         if !counts {
             continue;
         }
-        let g = groups
-            .entry((owner, group_key(s, ctx.listeners)))
-            .or_default();
-        g.add(s, a, owner.pid());
-        if let Some(peer) = peer {
-            g.peers.add(ctx.owner_pid(peer));
+        let g = groups.entry((c.owner, c.group)).or_default();
+        g.add(c.s, a, c.owner.pid());
+        if let Some(peer_pid) = c.peer {
+            g.peers.add(peer_pid);
         }
     }
     for ((owner, gk), mut g) in sorted(groups) {
@@ -1200,7 +1210,7 @@ fn accept_queue_overflows(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         if s.send_q == 0 || s.recv_q < s.send_q {
             continue;
         }
-        let owner = OwnerKey::of(ctx, s);
+        let owner = OwnerKey::of(ctx.procs, s);
         let g = groups
             .entry((owner, s.netns, s.local.normalized()))
             .or_default();
