@@ -65,6 +65,15 @@ pub trait AgeHints {
     /// Unix time (ms) at which the socket with this cookie was known to be in
     /// `state`, and how that is known. `None` when there is no record.
     fn state_since(&self, cookie: Cookie, state: TcpState) -> Option<(u64, AgeSource)>;
+
+    /// [`state_since`](Self::state_since) for `s`, the socket at `index` of
+    /// the snapshot being diagnosed: a history that has just taken that
+    /// snapshot in answers from a table in snapshot order (at 150k sockets a
+    /// lookup by cookie misses the cache nearly every time).
+    fn state_since_at(&self, index: usize, s: &Socket) -> Option<(u64, AgeSource)> {
+        let _ = index;
+        self.state_since(s.cookie, s.state)
+    }
 }
 
 /// No history: ages come from the snapshot alone.
@@ -133,12 +142,27 @@ pub fn estimate(
     fin_timeout_s: Option<u32>,
     hints: &dyn AgeHints,
 ) -> Option<Age> {
-    let hinted = hints
-        .state_since(s.cookie, s.state)
-        .map(|(since, source)| Age {
-            ms: now_ms.saturating_sub(since),
-            source,
-        });
+    estimate_hinted(
+        s,
+        taken_at_ms,
+        now_ms,
+        fin_timeout_s,
+        hints.state_since(s.cookie, s.state),
+    )
+}
+
+/// [`estimate`] with the hint already looked up.
+pub fn estimate_hinted(
+    s: &Socket,
+    taken_at_ms: u64,
+    now_ms: u64,
+    fin_timeout_s: Option<u32>,
+    hint: Option<(u64, AgeSource)>,
+) -> Option<Age> {
+    let hinted = hint.map(|(since, source)| Age {
+        ms: now_ms.saturating_sub(since),
+        source,
+    });
     if let Some(a) = hinted.filter(|a| a.source == AgeSource::Ebpf) {
         return Some(a);
     }

@@ -455,6 +455,8 @@ pub struct Indexes<'a> {
 /// A socket of a state rule, charged.
 struct Charged<'a> {
     s: &'a Socket,
+    /// Its position in the snapshot (for [`AgeHints::state_since_at`]).
+    index: usize,
     owner: OwnerKey,
     group: GroupKey,
     /// The peer socket's owner pid, when the peer is on this host.
@@ -465,10 +467,17 @@ impl<'a> Indexes<'a> {
     pub fn new(snap: &'a Snapshot) -> Indexes<'a> {
         let mut seen = rustc_hash::FxHashSet::default();
         seen.reserve(snap.sockets.len());
+        let first: Vec<bool> = snap
+            .sockets
+            .iter()
+            .map(|s| s.cookie.0 == 0 || seen.insert(s.cookie))
+            .collect();
+        drop(seen);
         let sockets: Vec<&Socket> = snap
             .sockets
             .iter()
-            .filter(|s| s.cookie.0 == 0 || seen.insert(s.cookie))
+            .zip(&first)
+            .filter_map(|(s, f)| f.then_some(s))
             .collect();
         let procs = ProcessIndex::new(&snap.processes);
         let listeners = ListenerIndex::from_snapshot(snap);
@@ -476,11 +485,13 @@ impl<'a> Indexes<'a> {
             matches!(st, TcpState::FinWait2 | TcpState::CloseWait)
         });
         let charged = |state: TcpState, peer_state: TcpState| -> Vec<Charged<'a>> {
-            sockets
+            snap.sockets
                 .iter()
-                .filter(|s| s.state == state)
-                .map(|s| Charged {
+                .enumerate()
+                .filter(|(i, s)| s.state == state && first.get(*i) == Some(&true))
+                .map(|(index, s)| Charged {
                     s,
+                    index,
                     owner: OwnerKey::of(&procs, s),
                     group: group_key(s, &listeners),
                     peer: peers
@@ -524,13 +535,14 @@ impl<'a> Ctx<'a> {
         self.namespace(id).and_then(|n| n.tcp_fin_timeout_s)
     }
 
-    fn age(&self, s: &Socket) -> Option<Age> {
-        age::estimate(
+    /// The age of `s`, the socket at `index` of the snapshot.
+    fn age_at(&self, index: usize, s: &Socket) -> Option<Age> {
+        age::estimate_hinted(
             s,
             self.snap.taken_at_ms,
             self.now_ms,
             self.fin_timeout(s.netns),
-            self.hints,
+            self.hints.state_since_at(index, s),
         )
     }
 
@@ -617,11 +629,10 @@ fn sorted(groups: GroupMap) -> Vec<((OwnerKey, GroupKey), Gathered)> {
     v
 }
 
-/// The ages of a rule's sockets, looked up in a pass of their own: at 150k
-/// sockets each lookup misses the cache, and a loop that does nothing else
-/// lets the CPU overlap the misses of several sockets.
+/// The ages of a rule's sockets, in a pass of their own (a loop that does
+/// nothing else lets the CPU overlap the cache misses of several sockets).
 fn ages(ctx: &Ctx<'_>, charged: &[Charged<'_>]) -> Vec<Option<Age>> {
-    charged.iter().map(|c| ctx.age(c.s)).collect()
+    charged.iter().map(|c| ctx.age_at(c.index, c.s)).collect()
 }
 
 /// Sockets of one (owner, group) gathered by a state rule.
@@ -655,17 +666,35 @@ impl Gathered {
         self.aged.iter().map(|(a, _)| *a).max_by_key(|a| a.ms)
     }
 
-    /// Oldest first; sockets of unknown age after those of known age.
+    /// Oldest first; sockets of unknown age after those of known age. Only
+    /// the first `n` are put in order (a leak of 50k sockets was sorted whole
+    /// per sample).
     fn oldest_cookies(&mut self, n: usize) -> Vec<Cookie> {
-        self.aged
-            .sort_by(|(a, ca), (b, cb)| b.ms.cmp(&a.ms).then(ca.cmp(cb)));
-        self.unknown.sort();
-        self.aged
+        fn first_in_order<T: Ord>(v: &mut [T], n: usize) -> &[T] {
+            let n = n.min(v.len());
+            if n == 0 {
+                return &[];
+            }
+            if n < v.len() {
+                v.select_nth_unstable(n - 1);
+            }
+            let head = &mut v[..n];
+            head.sort_unstable();
+            head
+        }
+        // Oldest first, then by cookie.
+        let mut aged: Vec<(std::cmp::Reverse<u64>, Cookie)> = self
+            .aged
+            .iter()
+            .map(|(a, c)| (std::cmp::Reverse(a.ms), *c))
+            .collect();
+        let rest = n.saturating_sub(aged.len());
+        let mut out: Vec<Cookie> = first_in_order(&mut aged, n)
             .iter()
             .map(|(_, c)| *c)
-            .chain(self.unknown.iter().copied())
-            .take(n)
-            .collect()
+            .collect();
+        out.extend_from_slice(first_in_order(&mut self.unknown, rest));
+        out
     }
 
     /// Fills count, ages, cookies and holders into `f`.
@@ -1453,5 +1482,56 @@ fn namespace_rules(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
              if memory allows."
             .to_string();
         out.push(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first `n` by a whole sort: oldest first, then by cookie; unknown
+    /// ages after, by cookie.
+    fn by_full_sort(g: &Gathered, n: usize) -> Vec<Cookie> {
+        let mut aged = g.aged.clone();
+        aged.sort_by(|(a, ca), (b, cb)| b.ms.cmp(&a.ms).then(ca.cmp(cb)));
+        let mut unknown = g.unknown.clone();
+        unknown.sort();
+        aged.iter()
+            .map(|(_, c)| *c)
+            .chain(unknown)
+            .take(n)
+            .collect()
+    }
+
+    #[test]
+    fn oldest_cookies_are_the_first_of_a_whole_sort() {
+        let mut g = Gathered::default();
+        // Ages with ties, cookies out of order.
+        for c in [9u64, 3, 14, 1, 7, 12, 5, 2, 11, 8] {
+            let a = Age {
+                ms: (c % 4) * 1000,
+                source: AgeSource::TcpInfo,
+            };
+            g.aged.push((a, Cookie(c)));
+        }
+        g.unknown = vec![Cookie(40), Cookie(30), Cookie(35)];
+        for n in [0, 1, 3, 5, 10, 11, 12, 13, 20] {
+            let want = by_full_sort(&g, n);
+            assert_eq!(g.clone_for_test().oldest_cookies(n), want, "n = {n}");
+        }
+        assert_eq!(
+            g.clone_for_test().oldest_cookies(4),
+            vec![Cookie(3), Cookie(7), Cookie(11), Cookie(2)]
+        );
+    }
+
+    impl Gathered {
+        fn clone_for_test(&self) -> Gathered {
+            Gathered {
+                aged: self.aged.clone(),
+                unknown: self.unknown.clone(),
+                ..Gathered::default()
+            }
+        }
     }
 }

@@ -268,6 +268,18 @@ pub struct History {
     groups: HashMap<SeriesKey, GroupHistory>,
     time_wait: HashMap<TimeWaitKey, GroupHistory>,
     untracked: u64,
+    /// Per socket of the last snapshot, in its order: what its record said
+    /// after the snapshot was taken in ([`AgeHints::state_since_at`]).
+    since: Vec<SinceAt>,
+}
+
+/// One socket's entry in [`History::since`].
+#[derive(Clone, Copy, Debug)]
+struct SinceAt {
+    cookie: Cookie,
+    state: TcpState,
+    /// `None`: not tracked.
+    since_ms: Option<u64>,
 }
 
 /// Records looked up ahead of the main loop at a time ([`History::touch`]).
@@ -384,6 +396,8 @@ impl History {
         // Cookies seen this sample that are not tracked (`max_sockets`).
         let mut untracked_seen: HashSet<Cookie> = HashSet::default();
         let mut holders: Vec<u32> = Vec::new();
+        self.since.clear();
+        self.since.reserve(snap.sockets.len());
 
         for (i, s) in snap.sockets.iter().enumerate() {
             if i % TOUCH_AHEAD == 0 {
@@ -402,6 +416,8 @@ impl History {
                     }
                 };
                 if again {
+                    let at = self.since_of(s.cookie);
+                    self.since.push(at);
                     continue;
                 }
             }
@@ -418,6 +434,7 @@ impl History {
             let twh = twk.as_ref().map_or(0, hash_of);
             let mut arrived_group = false;
             let mut arrived_tw = false;
+            let mut since_ms = None;
             if s.cookie.0 != 0 {
                 match self.sockets.get_mut(&s.cookie) {
                     Some(r) => {
@@ -444,6 +461,7 @@ impl History {
                         r.tw_group = twh;
                         r.last_seen_ms = now_ms;
                         r.seen_seq = seq;
+                        since_ms = Some(r.state_since_ms);
                     }
                     None => {
                         if self.sockets.len() < self.cfg.max_sockets {
@@ -461,6 +479,7 @@ impl History {
                                     tw_group: twh,
                                 },
                             );
+                            since_ms = Some(now_ms);
                         } else {
                             self.untracked += 1;
                         }
@@ -469,6 +488,11 @@ impl History {
                     }
                 }
             }
+            self.since.push(SinceAt {
+                cookie: s.cookie,
+                state: s.state,
+                since_ms,
+            });
             let g = groups_now.entry(key).or_default();
             g.0 += 1;
             g.1 += u32::from(arrived_group);
@@ -499,6 +523,22 @@ impl History {
         update_groups(&mut self.groups, groups_now, &departed, now_ms, seq, cfg);
         update_groups(&mut self.time_wait, tw_now, &departed, now_ms, seq, cfg);
         self.update_processes(snap, &proc_states, now_ms);
+    }
+
+    /// The [`SinceAt`] of a cookie's record as it stands.
+    fn since_of(&self, cookie: Cookie) -> SinceAt {
+        match self.sockets.get(&cookie) {
+            Some(r) => SinceAt {
+                cookie,
+                state: r.state,
+                since_ms: Some(r.state_since_ms),
+            },
+            None => SinceAt {
+                cookie,
+                state: TcpState::Close,
+                since_ms: None,
+            },
+        }
     }
 
     /// Looks up the records of the sockets after the current one before
@@ -629,6 +669,19 @@ impl AgeHints for History {
             .get(&cookie)
             .filter(|r| r.state == state)
             .map(|r| (r.state_since_ms, AgeSource::FirstSeen))
+    }
+
+    /// From the table of the last snapshot when `index` holds this socket
+    /// there (the same answer as by cookie, without the cache miss); by
+    /// cookie otherwise (another snapshot).
+    fn state_since_at(&self, index: usize, s: &Socket) -> Option<(u64, AgeSource)> {
+        match self.since.get(index) {
+            Some(e) if e.cookie == s.cookie && s.cookie.0 != 0 => e
+                .since_ms
+                .filter(|_| e.state == s.state)
+                .map(|since| (since, AgeSource::FirstSeen)),
+            _ => self.state_since(s.cookie, s.state),
+        }
     }
 }
 
@@ -856,6 +909,46 @@ mod tests {
             // The listener and five distinct CLOSE_WAIT sockets.
             assert_eq!(last.states.get(TcpState::CloseWait), 5, "cap {max_sockets}");
             assert_eq!(last.states.get(TcpState::Listen), 1, "cap {max_sockets}");
+        }
+    }
+
+    #[test]
+    fn ages_by_position_answer_as_ages_by_cookie() {
+        // Duplicates, a state change, a cookie-less socket, sockets beyond
+        // the tracking cap, and clocks starting at 0.
+        let listed = [100, 101, 102, 101, 103, 104, 103];
+        for max_sockets in [1_000, 4] {
+            let mut h = History::new(HistoryConfig {
+                max_sockets,
+                ..HistoryConfig::default()
+            });
+            for (n, t) in [0, 1000, 2000].into_iter().enumerate() {
+                let mut sn = snap(t, listed);
+                if n == 2 {
+                    sn.sockets[2].state = TcpState::LastAck;
+                }
+                sn.sockets.push(sock(0, TcpState::TimeWait, 5000, 80, None));
+                h.observe(&sn, t);
+                for (i, s) in sn.sockets.iter().enumerate() {
+                    let by_cookie = h.state_since(s.cookie, s.state);
+                    assert_eq!(
+                        h.state_since_at(i, s),
+                        by_cookie,
+                        "cap {max_sockets}, sample {n}, socket {i}"
+                    );
+                }
+                // Positions of another snapshot fall back to the cookie.
+                let other = snap(t, [104, 100]);
+                for (i, s) in other.sockets.iter().enumerate() {
+                    assert_eq!(h.state_since_at(i, s), h.state_since(s.cookie, s.state));
+                }
+            }
+            assert_eq!(
+                h.state_since_at(2, &snap(0, listed).sockets[2]),
+                None,
+                "cap {max_sockets}: 101 is in LAST_ACK since the last sample"
+            );
+            assert!(h.state_since_at(1, &snap(0, listed).sockets[1]).is_some());
         }
     }
 
