@@ -106,6 +106,7 @@ pub fn checks(proc_root: &Path) -> Vec<Check> {
         check_setns(&p),
         check_sock_diag(),
         check_bpf_fd_table(&p),
+        check_state_tracker(&p),
         check_sock_destroy(&p),
         check_run_netns(Path::new("/run/netns")),
         check_pidfd_getfd(),
@@ -316,6 +317,52 @@ fn check_bpf_fd_table(p: &Privileges) -> Check {
             ok: false,
             detail: "built without the `bpf` feature: owners come from the /proc fd walk"
                 .to_string(),
+            fix: Some("build with the default features".to_string()),
+        }
+    }
+}
+
+fn check_state_tracker(p: &Privileges) -> Check {
+    let name = "eBPF state tracker (watch samples)";
+    let fallback = "every `watch` sample dumps every socket";
+    #[cfg(feature = "bpf")]
+    {
+        if !p.can_load_tracing_bpf() {
+            return Check {
+                name,
+                ok: false,
+                detail: format!("no CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN): {fallback}"),
+                fix: Some("run as root or grant CAP_BPF and CAP_PERFMON".to_string()),
+            };
+        }
+        match crate::bpf::changes::StateTracker::new() {
+            Ok(_) => Check {
+                name,
+                ok: true,
+                detail: "tp_btf/inet_sock_set_state attached: `watch` samples look up only \
+                         the sockets that changed state"
+                    .to_string(),
+                fix: None,
+            },
+            Err(e) => Check {
+                name,
+                ok: false,
+                detail: format!("{e}; {fallback}"),
+                fix: Some(
+                    "a kernel >= 5.6 with BTF (CONFIG_DEBUG_INFO_BTF); not needed for \
+                     correct results"
+                        .to_string(),
+                ),
+            },
+        }
+    }
+    #[cfg(not(feature = "bpf"))]
+    {
+        let _ = p;
+        Check {
+            name,
+            ok: false,
+            detail: format!("built without the `bpf` feature: {fallback}"),
             fix: Some("build with the default features".to_string()),
         }
     }

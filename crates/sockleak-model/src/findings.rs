@@ -401,7 +401,7 @@ pub fn diagnose_with(
     snap: &Snapshot,
     now_ms: u64,
     cfg: &DiagnoseConfig,
-    hints: &dyn AgeHints,
+    hints: &(dyn AgeHints + Sync),
 ) -> Vec<Finding> {
     diagnose_indexed(&Indexes::new(snap), now_ms, cfg, hints)
 }
@@ -413,7 +413,7 @@ pub fn diagnose_indexed(
     ix: &Indexes<'_>,
     now_ms: u64,
     cfg: &DiagnoseConfig,
-    hints: &dyn AgeHints,
+    hints: &(dyn AgeHints + Sync),
 ) -> Vec<Finding> {
     let ctx = Ctx {
         snap: ix.snap,
@@ -426,13 +426,36 @@ pub fn diagnose_indexed(
         cfg,
         hints,
     };
+    // The CLOSE_WAIT rule is the heaviest (at 150k sockets a third of them
+    // can be CLOSE_WAIT): the others run beside it on another core, inline
+    // if no thread can be started. Output order is the sequential one.
+    let others = |out: &mut Vec<Finding>| {
+        fin_wait2_stuck(&ctx, out);
+        time_wait_pressure(&ctx, out);
+        accept_queue_overflows(&ctx, out);
+        process_rules(&ctx, out);
+        namespace_rules(&ctx, out);
+    };
     let mut out = Vec::new();
-    close_wait_leaks(&ctx, &mut out);
-    fin_wait2_stuck(&ctx, &mut out);
-    time_wait_pressure(&ctx, &mut out);
-    accept_queue_overflows(&ctx, &mut out);
-    process_rules(&ctx, &mut out);
-    namespace_rules(&ctx, &mut out);
+    let rest = std::thread::scope(|sc| {
+        let beside = std::thread::Builder::new()
+            .name("sockleak-rules".into())
+            .spawn_scoped(sc, || {
+                let mut v = Vec::new();
+                others(&mut v);
+                v
+            });
+        close_wait_leaks(&ctx, &mut out);
+        match beside {
+            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Err(_) => {
+                let mut v = Vec::new();
+                others(&mut v);
+                v
+            }
+        }
+    });
+    out.extend(rest);
     sort_findings(&mut out);
     out
 }
@@ -448,8 +471,58 @@ pub struct Indexes<'a> {
     listeners: ListenerIndex,
     /// CLOSE_WAIT and FIN_WAIT2 sockets with whom and what group they are
     /// charged to and their peer (the ages come later, from the hints).
-    close_wait: Vec<Charged<'a>>,
-    fin_wait2: Vec<Charged<'a>>,
+    close_wait: ChargedSet<'a>,
+    fin_wait2: ChargedSet<'a>,
+}
+
+/// A state rule's sockets, charged, with their (owner, group) numbered.
+struct ChargedSet<'a> {
+    sockets: Vec<Charged<'a>>,
+    /// The (owner, group) of each number.
+    keys: Vec<(OwnerKey, GroupKey)>,
+    /// The numbers in key order (findings come out in a stable order).
+    order: Vec<u32>,
+}
+
+impl<'a> ChargedSet<'a> {
+    fn new(sockets: impl Iterator<Item = (Charged<'a>, (OwnerKey, GroupKey))>) -> Self {
+        let mut ids: rustc_hash::FxHashMap<(OwnerKey, GroupKey), u32> = Default::default();
+        let mut keys = Vec::new();
+        let sockets = sockets
+            .map(|(mut c, key)| {
+                c.gid = *ids.entry(key).or_insert_with(|| {
+                    keys.push(key);
+                    u32::try_from(keys.len() - 1).unwrap_or(u32::MAX)
+                });
+                c
+            })
+            .collect();
+        let mut order: Vec<u32> = (0..u32::try_from(keys.len()).unwrap_or(u32::MAX)).collect();
+        order.sort_unstable_by_key(|&i| keys.get(i as usize).copied());
+        ChargedSet {
+            sockets,
+            keys,
+            order,
+        }
+    }
+
+    /// One empty slot per (owner, group) for a rule to gather into.
+    fn slots(&self) -> Vec<Option<Gathered>> {
+        std::iter::repeat_with(|| None)
+            .take(self.keys.len())
+            .collect()
+    }
+
+    /// The gathered groups in key order.
+    fn in_order(
+        &self,
+        mut slots: Vec<Option<Gathered>>,
+    ) -> impl Iterator<Item = ((OwnerKey, GroupKey), Gathered)> + '_ {
+        self.order.iter().filter_map(move |&i| {
+            let g = slots.get_mut(i as usize)?.take()?;
+            Some((*self.keys.get(i as usize)?, g))
+        })
+    }
 }
 
 /// A socket of a state rule, charged.
@@ -458,7 +531,8 @@ struct Charged<'a> {
     /// Its position in the snapshot (for [`AgeHints::state_since_at`]).
     index: usize,
     owner: OwnerKey,
-    group: GroupKey,
+    /// The number of its (owner, group) in its [`ChargedSet`].
+    gid: u32,
     /// The peer socket's owner pid, when the peer is on this host.
     peer: Option<Option<u32>>,
 }
@@ -484,21 +558,26 @@ impl<'a> Indexes<'a> {
         let peers = PeerIndex::with_states(&snap.sockets, |st| {
             matches!(st, TcpState::FinWait2 | TcpState::CloseWait)
         });
-        let charged = |state: TcpState, peer_state: TcpState| -> Vec<Charged<'a>> {
-            snap.sockets
-                .iter()
-                .enumerate()
-                .filter(|(i, s)| s.state == state && first.get(*i) == Some(&true))
-                .map(|(index, s)| Charged {
-                    s,
-                    index,
-                    owner: OwnerKey::of(&procs, s),
-                    group: group_key(s, &listeners),
-                    peer: peers
-                        .mirror(&snap.sockets, s, peer_state)
-                        .map(|p| blame::primary_owner(p, &procs).map(|o| o.pid)),
-                })
-                .collect()
+        let charged = |state: TcpState, peer_state: TcpState| -> ChargedSet<'a> {
+            ChargedSet::new(
+                snap.sockets
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, s)| s.state == state && first.get(*i) == Some(&true))
+                    .map(|(index, s)| {
+                        let owner = OwnerKey::of(&procs, s);
+                        let c = Charged {
+                            s,
+                            index,
+                            owner,
+                            gid: 0,
+                            peer: peers
+                                .mirror(&snap.sockets, s, peer_state)
+                                .map(|p| blame::primary_owner(p, &procs).map(|o| o.pid)),
+                        };
+                        (c, (owner, group_key(s, &listeners)))
+                    }),
+            )
         };
         let close_wait = charged(TcpState::CloseWait, TcpState::FinWait2);
         let fin_wait2 = charged(TcpState::FinWait2, TcpState::CloseWait);
@@ -519,11 +598,11 @@ struct Ctx<'a> {
     sockets: &'a [&'a Socket],
     procs: &'a ProcessIndex<'a>,
     listeners: &'a ListenerIndex,
-    close_wait: &'a [Charged<'a>],
-    fin_wait2: &'a [Charged<'a>],
+    close_wait: &'a ChargedSet<'a>,
+    fin_wait2: &'a ChargedSet<'a>,
     now_ms: u64,
     cfg: &'a DiagnoseConfig,
-    hints: &'a dyn AgeHints,
+    hints: &'a (dyn AgeHints + Sync),
 }
 
 impl<'a> Ctx<'a> {
@@ -617,16 +696,6 @@ impl OwnerKey {
             _ => None,
         }
     }
-}
-
-/// A state rule's sockets by (owner, group).
-type GroupMap = rustc_hash::FxHashMap<(OwnerKey, GroupKey), Gathered>;
-
-/// The groups in key order (findings come out in a stable order).
-fn sorted(groups: GroupMap) -> Vec<((OwnerKey, GroupKey), Gathered)> {
-    let mut v: Vec<_> = groups.into_iter().collect();
-    v.sort_unstable_by_key(|g| g.0);
-    v
 }
 
 /// The ages of a rule's sockets, in a pass of their own (a loop that does
@@ -840,18 +909,22 @@ fn holders_advice(holders: &[Holder]) -> String {
 /// - If the other end is on this host in FIN_WAIT2, `peer_pid` names its
 ///   owner.
 fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
-    let mut groups: GroupMap = GroupMap::default();
-    for (c, a) in ctx.close_wait.iter().zip(ages(ctx, ctx.close_wait)) {
+    let set = ctx.close_wait;
+    let mut groups = set.slots();
+    for (c, a) in set.sockets.iter().zip(ages(ctx, &set.sockets)) {
         if ctx.is_young(a) {
             continue;
         }
-        let g = groups.entry((c.owner, c.group)).or_default();
+        let Some(g) = groups.get_mut(c.gid as usize) else {
+            continue;
+        };
+        let g = g.get_or_insert_with(Gathered::default);
         g.add(c.s, a, c.owner.pid());
         if let Some(peer_pid) = c.peer {
             g.peers.add(peer_pid);
         }
     }
-    for ((owner, gk), mut g) in sorted(groups) {
+    for ((owner, gk), mut g) in set.in_order(groups) {
         let pid = owner.pid();
         let proc_ = pid.and_then(|p| ctx.procs.get(p));
         let aged = g.count - g.unknown.len() as u64;
@@ -1001,8 +1074,9 @@ fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
 /// - `peer_pid` names the owner of the mirrored CLOSE_WAIT socket: that
 ///   process is at fault.
 fn fin_wait2_stuck(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
-    let mut groups: GroupMap = GroupMap::default();
-    for (c, a) in ctx.fin_wait2.iter().zip(ages(ctx, ctx.fin_wait2)) {
+    let set = ctx.fin_wait2;
+    let mut groups = set.slots();
+    for (c, a) in set.sockets.iter().zip(ages(ctx, &set.sockets)) {
         let counts = match (c.owner, a) {
             (_, Some(a)) => a.secs() >= ctx.cfg.min_age_s,
             (OwnerKey::Orphan, None) => c.peer.is_some(),
@@ -1011,13 +1085,16 @@ fn fin_wait2_stuck(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         if !counts {
             continue;
         }
-        let g = groups.entry((c.owner, c.group)).or_default();
+        let Some(g) = groups.get_mut(c.gid as usize) else {
+            continue;
+        };
+        let g = g.get_or_insert_with(Gathered::default);
         g.add(c.s, a, c.owner.pid());
         if let Some(peer_pid) = c.peer {
             g.peers.add(peer_pid);
         }
     }
-    for ((owner, gk), mut g) in sorted(groups) {
+    for ((owner, gk), mut g) in set.in_order(groups) {
         let orphan = owner == OwnerKey::Orphan;
         let aged = g.count - g.unknown.len() as u64;
         let severity = if orphan || aged == 0 {

@@ -108,6 +108,12 @@ fn doctor_reports_each_capability_and_its_fix() {
                     .any(|l| l.starts_with("ok") && l.contains("eBPF fd table")),
                 "{out}"
             );
+            // ... and the state tracker that keeps `watch` samples cheap.
+            assert!(
+                out.lines()
+                    .any(|l| l.starts_with("ok") && l.contains("eBPF state tracker")),
+                "{out}"
+            );
         } else {
             eprintln!("SKIPPED part of doctor test: no kernel BTF, the eBPF fd table cannot load");
         }
