@@ -273,98 +273,91 @@ fn check_sock_diag() -> Check {
 
 /// The fast fd table: loads and reads the eBPF iterator once.
 fn check_bpf_fd_table(p: &Privileges) -> Check {
-    let name = "eBPF fd table (fast owners)";
     #[cfg(feature = "bpf")]
-    {
-        if !p.can_load_tracing_bpf() {
-            return Check {
-                name,
-                ok: false,
-                detail: "no CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN): owners come from the \
-                         slower /proc fd walk"
-                    .to_string(),
-                fix: Some("run as root or grant CAP_BPF and CAP_PERFMON".to_string()),
-            };
-        }
-        match crate::bpf::read_fd_table() {
-            Ok(t) => Check {
-                name,
-                ok: true,
-                detail: format!(
+    let load = || {
+        crate::bpf::read_fd_table()
+            .map(|t| {
+                format!(
                     "task_file iterator read {} socket fds of {} processes",
                     t.sockets.len(),
                     t.processes.len()
-                ),
-                fix: None,
-            },
-            Err(e) => Check {
-                name,
-                ok: false,
-                detail: format!("{e}; owners come from the slower /proc fd walk"),
-                fix: Some(
-                    "a kernel >= 5.11 with BTF (CONFIG_DEBUG_INFO_BTF), in the initial pid \
-                     namespace; not needed for correct results"
-                        .to_string(),
-                ),
-            },
-        }
-    }
+                )
+            })
+            .map_err(|e| e.to_string())
+    };
     #[cfg(not(feature = "bpf"))]
-    {
-        let _ = p;
-        Check {
-            name,
-            ok: false,
-            detail: "built without the `bpf` feature: owners come from the /proc fd walk"
-                .to_string(),
-            fix: Some("build with the default features".to_string()),
-        }
-    }
+    let load = || Err(String::new());
+    bpf_check(
+        "eBPF fd table (fast owners)",
+        p,
+        "owners come from the slower /proc fd walk",
+        "a kernel >= 5.11 with BTF (CONFIG_DEBUG_INFO_BTF), in the initial pid namespace",
+        load,
+    )
 }
 
+/// The state tracker of `watch`: loads and attaches it once.
 fn check_state_tracker(p: &Privileges) -> Check {
-    let name = "eBPF state tracker (watch samples)";
-    let fallback = "every `watch` sample dumps every socket";
     #[cfg(feature = "bpf")]
-    {
-        if !p.can_load_tracing_bpf() {
-            return Check {
-                name,
-                ok: false,
-                detail: format!("no CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN): {fallback}"),
-                fix: Some("run as root or grant CAP_BPF and CAP_PERFMON".to_string()),
-            };
-        }
-        match crate::bpf::changes::StateTracker::new() {
-            Ok(_) => Check {
-                name,
-                ok: true,
-                detail: "tp_btf/inet_sock_set_state attached: `watch` samples look up only \
-                         the sockets that changed state"
-                    .to_string(),
-                fix: None,
-            },
-            Err(e) => Check {
-                name,
-                ok: false,
-                detail: format!("{e}; {fallback}"),
-                fix: Some(
-                    "a kernel >= 5.6 with BTF (CONFIG_DEBUG_INFO_BTF); not needed for \
-                     correct results"
-                        .to_string(),
-                ),
-            },
-        }
-    }
+    let load = || {
+        crate::bpf::changes::StateTracker::new()
+            .map(|_| {
+                "tp_btf/inet_sock_set_state attached: `watch` samples look up only the \
+                 sockets that changed state"
+                    .to_string()
+            })
+            .map_err(|e| e.to_string())
+    };
     #[cfg(not(feature = "bpf"))]
-    {
-        let _ = p;
-        Check {
+    let load = || Err(String::new());
+    bpf_check(
+        "eBPF state tracker (watch samples)",
+        p,
+        "every `watch` sample dumps every socket",
+        "a kernel >= 5.6 with BTF (CONFIG_DEBUG_INFO_BTF)",
+        load,
+    )
+}
+
+/// An eBPF feature's line: the capabilities it lacks, or what loading it
+/// found (`load`'s detail or error); `fallback` says what sockleak does
+/// without it, `kernel` what a failed load needs.
+fn bpf_check(
+    name: &'static str,
+    p: &Privileges,
+    fallback: &str,
+    kernel: &str,
+    load: impl FnOnce() -> Result<String, String>,
+) -> Check {
+    if cfg!(not(feature = "bpf")) {
+        return Check {
             name,
             ok: false,
             detail: format!("built without the `bpf` feature: {fallback}"),
             fix: Some("build with the default features".to_string()),
-        }
+        };
+    }
+    if !p.can_load_tracing_bpf() {
+        return Check {
+            name,
+            ok: false,
+            detail: format!("no CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN): {fallback}"),
+            fix: Some("run as root or grant CAP_BPF and CAP_PERFMON".to_string()),
+        };
+    }
+    match load() {
+        Ok(detail) => Check {
+            name,
+            ok: true,
+            detail,
+            fix: None,
+        },
+        Err(e) => Check {
+            name,
+            ok: false,
+            detail: format!("{e}; {fallback}"),
+            fix: Some(format!("{kernel}; not needed for correct results")),
+        },
     }
 }
 

@@ -32,6 +32,29 @@ fn rows(snap: &Snapshot, ns: u64) -> BTreeSet<(u64, TcpState, usize)> {
         .collect()
 }
 
+/// The sampler (a full dump every 100th sample: the tests choose when) and
+/// a fresh namespace; `None` (skipped loudly) without root or the tracker.
+fn setup(test: &str, ns_name: &str) -> Option<(Incremental, NetnsGuard, NsEntry)> {
+    if !root_or_skip(test) {
+        return None;
+    }
+    let inc = match Incremental::new(100) {
+        Ok(i) => i,
+        Err(e @ TrackerError::Unsupported(_)) => {
+            eprintln!("SKIPPED: {test}: {e}");
+            return None;
+        }
+        Err(e) => panic!("tracker: {e}"),
+    };
+    let ns = NetnsGuard::new(ns_name);
+    let entry = discover(Path::new("/proc"), Path::new("/run/netns"))
+        .entries
+        .into_iter()
+        .find(|e| e.name.as_deref() == Some(ns.name.as_str()))
+        .expect("namespace discovered");
+    Some((inc, ns, entry))
+}
+
 fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
     let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
     let (s, _) = l.accept().expect("accept");
@@ -40,25 +63,12 @@ fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
 
 #[test]
 fn incremental_samples_list_what_a_full_scan_lists() {
-    if !root_or_skip("incremental_samples_list_what_a_full_scan_lists") {
+    let Some((mut inc, ns, entry)) = setup(
+        "incremental_samples_list_what_a_full_scan_lists",
+        "sockleak-inc",
+    ) else {
         return;
-    }
-    let mut inc = match Incremental::new(100) {
-        Ok(i) => i,
-        Err(e @ TrackerError::Unsupported(_)) => {
-            eprintln!("SKIPPED: incremental samples: {e}");
-            return;
-        }
-        Err(e) => panic!("tracker: {e}"),
     };
-    let ns = NetnsGuard::new("sockleak-inc");
-    let d = discover(Path::new("/proc"), Path::new("/run/netns"));
-    let entry: NsEntry = d
-        .entries
-        .iter()
-        .find(|e| e.name.as_deref() == Some(ns.name.as_str()))
-        .cloned()
-        .expect("namespace discovered");
     let opts = ScanOptions {
         filter: Filter {
             netns: vec![NetnsFilter::Name(ns.name.clone())],
@@ -133,23 +143,12 @@ fn incremental_samples_list_what_a_full_scan_lists() {
 /// new sockets would show without their holder.
 #[test]
 fn a_process_that_swaps_a_connection_keeps_its_holders() {
-    if !root_or_skip("a_process_that_swaps_a_connection_keeps_its_holders") {
+    let Some((mut inc, ns, entry)) = setup(
+        "a_process_that_swaps_a_connection_keeps_its_holders",
+        "sockleak-swap",
+    ) else {
         return;
-    }
-    let mut inc = match Incremental::new(100) {
-        Ok(i) => i,
-        Err(e @ TrackerError::Unsupported(_)) => {
-            eprintln!("SKIPPED: incremental samples: {e}");
-            return;
-        }
-        Err(e) => panic!("tracker: {e}"),
     };
-    let ns = NetnsGuard::new("sockleak-swap");
-    let entry: NsEntry = discover(Path::new("/proc"), Path::new("/run/netns"))
-        .entries
-        .into_iter()
-        .find(|e| e.name.as_deref() == Some(ns.name.as_str()))
-        .expect("namespace discovered");
     // Holds two connections to its own listener; "swap" on stdin closes the
     // first and opens a third (the fd count stays the same).
     const SCRIPT: &str = "import socket,sys\n\

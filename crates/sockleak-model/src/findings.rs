@@ -506,18 +506,29 @@ impl<'a> ChargedSet<'a> {
         }
     }
 
-    /// One empty slot per (owner, group) for a rule to gather into.
-    fn slots(&self) -> Vec<Option<Gathered>> {
-        std::iter::repeat_with(|| None)
-            .take(self.keys.len())
-            .collect()
-    }
-
-    /// The gathered groups in key order.
-    fn in_order(
+    /// The sockets `counts` accepts (given their age), gathered per
+    /// (owner, group), in key order; groups with none are left out.
+    fn gather(
         &self,
-        mut slots: Vec<Option<Gathered>>,
+        ctx: &Ctx<'_>,
+        counts: impl Fn(&Charged<'_>, Option<Age>) -> bool,
     ) -> impl Iterator<Item = ((OwnerKey, GroupKey), Gathered)> + '_ {
+        let mut slots: Vec<Option<Gathered>> = std::iter::repeat_with(|| None)
+            .take(self.keys.len())
+            .collect();
+        for (c, a) in self.sockets.iter().zip(ages(ctx, &self.sockets)) {
+            if !counts(c, a) {
+                continue;
+            }
+            let Some(g) = slots.get_mut(c.gid as usize) else {
+                continue;
+            };
+            let g = g.get_or_insert_with(Gathered::default);
+            g.add(c.s, a, c.owner.pid());
+            if let Some(peer_pid) = c.peer {
+                g.peers.add(peer_pid);
+            }
+        }
         self.order.iter().filter_map(move |&i| {
             let g = slots.get_mut(i as usize)?.take()?;
             Some((*self.keys.get(i as usize)?, g))
@@ -909,22 +920,7 @@ fn holders_advice(holders: &[Holder]) -> String {
 /// - If the other end is on this host in FIN_WAIT2, `peer_pid` names its
 ///   owner.
 fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
-    let set = ctx.close_wait;
-    let mut groups = set.slots();
-    for (c, a) in set.sockets.iter().zip(ages(ctx, &set.sockets)) {
-        if ctx.is_young(a) {
-            continue;
-        }
-        let Some(g) = groups.get_mut(c.gid as usize) else {
-            continue;
-        };
-        let g = g.get_or_insert_with(Gathered::default);
-        g.add(c.s, a, c.owner.pid());
-        if let Some(peer_pid) = c.peer {
-            g.peers.add(peer_pid);
-        }
-    }
-    for ((owner, gk), mut g) in set.in_order(groups) {
+    for ((owner, gk), mut g) in ctx.close_wait.gather(ctx, |_, a| !ctx.is_young(a)) {
         let pid = owner.pid();
         let proc_ = pid.and_then(|p| ctx.procs.get(p));
         let aged = g.count - g.unknown.len() as u64;
@@ -1074,27 +1070,12 @@ fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
 /// - `peer_pid` names the owner of the mirrored CLOSE_WAIT socket: that
 ///   process is at fault.
 fn fin_wait2_stuck(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
-    let set = ctx.fin_wait2;
-    let mut groups = set.slots();
-    for (c, a) in set.sockets.iter().zip(ages(ctx, &set.sockets)) {
-        let counts = match (c.owner, a) {
-            (_, Some(a)) => a.secs() >= ctx.cfg.min_age_s,
-            (OwnerKey::Orphan, None) => c.peer.is_some(),
-            (_, None) => true,
-        };
-        if !counts {
-            continue;
-        }
-        let Some(g) = groups.get_mut(c.gid as usize) else {
-            continue;
-        };
-        let g = g.get_or_insert_with(Gathered::default);
-        g.add(c.s, a, c.owner.pid());
-        if let Some(peer_pid) = c.peer {
-            g.peers.add(peer_pid);
-        }
-    }
-    for ((owner, gk), mut g) in set.in_order(groups) {
+    let counts = |c: &Charged<'_>, a: Option<Age>| match (c.owner, a) {
+        (_, Some(a)) => a.secs() >= ctx.cfg.min_age_s,
+        (OwnerKey::Orphan, None) => c.peer.is_some(),
+        (_, None) => true,
+    };
+    for ((owner, gk), mut g) in ctx.fin_wait2.gather(ctx, counts) {
         let orphan = owner == OwnerKey::Orphan;
         let aged = g.count - g.unknown.len() as u64;
         let severity = if orphan || aged == 0 {
