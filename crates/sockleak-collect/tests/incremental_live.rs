@@ -32,9 +32,10 @@ fn rows(snap: &Snapshot, ns: u64) -> BTreeSet<(u64, TcpState, usize)> {
         .collect()
 }
 
-/// The sampler (a full dump every 100th sample: the tests choose when) and
-/// a fresh namespace; `None` (skipped loudly) without root or the tracker.
-fn setup(test: &str, ns_name: &str) -> Option<(Incremental, NetnsGuard, NsEntry)> {
+/// The sampler (a full dump every 100th sample: the tests choose when), a
+/// fresh namespace and scan options for it alone; `None` (skipped loudly)
+/// without root or the tracker.
+fn setup(test: &str, ns_name: &str) -> Option<(Incremental, NetnsGuard, NsEntry, ScanOptions)> {
     if !root_or_skip(test) {
         return None;
     }
@@ -52,7 +53,14 @@ fn setup(test: &str, ns_name: &str) -> Option<(Incremental, NetnsGuard, NsEntry)
         .into_iter()
         .find(|e| e.name.as_deref() == Some(ns.name.as_str()))
         .expect("namespace discovered");
-    Some((inc, ns, entry))
+    let opts = ScanOptions {
+        filter: Filter {
+            netns: vec![NetnsFilter::Name(ns.name.clone())],
+            ..Filter::default()
+        },
+        ..ScanOptions::default()
+    };
+    Some((inc, ns, entry, opts))
 }
 
 fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
@@ -63,18 +71,11 @@ fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
 
 #[test]
 fn incremental_samples_list_what_a_full_scan_lists() {
-    let Some((mut inc, ns, entry)) = setup(
+    let Some((mut inc, ns, entry, opts)) = setup(
         "incremental_samples_list_what_a_full_scan_lists",
         "sockleak-inc",
     ) else {
         return;
-    };
-    let opts = ScanOptions {
-        filter: Filter {
-            netns: vec![NetnsFilter::Name(ns.name.clone())],
-            ..Filter::default()
-        },
-        ..ScanOptions::default()
     };
     let mut cache = FdCache::default();
     let settle = || std::thread::sleep(Duration::from_millis(150));
@@ -143,7 +144,7 @@ fn incremental_samples_list_what_a_full_scan_lists() {
 /// new sockets would show without their holder.
 #[test]
 fn a_process_that_swaps_a_connection_keeps_its_holders() {
-    let Some((mut inc, ns, entry)) = setup(
+    let Some((mut inc, ns, entry, opts)) = setup(
         "a_process_that_swaps_a_connection_keeps_its_holders",
         "sockleak-swap",
     ) else {
@@ -175,13 +176,6 @@ fn a_process_that_swaps_a_connection_keeps_its_holders() {
     };
     expect_line("ready");
 
-    let opts = ScanOptions {
-        filter: Filter {
-            netns: vec![NetnsFilter::Name(ns.name.clone())],
-            ..Filter::default()
-        },
-        ..ScanOptions::default()
-    };
     let mut cache = FdCache::default();
     let owned = |snap: &Snapshot| {
         snap.sockets
