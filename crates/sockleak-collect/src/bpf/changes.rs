@@ -157,6 +157,9 @@ impl StateTracker {
             lost_before: 0,
         };
         tracker.lost_before = tracker.lost_total()?;
+        // A first drain (changes before `new` returns are not promised): a
+        // kernel without batched map reads says so now, not at every sample.
+        tracker.drain()?;
         Ok(tracker)
     }
 
@@ -178,7 +181,14 @@ impl StateTracker {
                 changes.push(c);
             }
         })
-        .map_err(|e| classify("taking the changes out of the map", &e))?;
+        .map_err(|e| match e.raw_os_error() {
+            // An unknown bpf() command (before 5.6), or the kernel's own
+            // ENOTSUPP (524) for a map type without batch operations.
+            Some(libc::EINVAL | libc::EOPNOTSUPP | 524) => TrackerError::Unsupported(format!(
+                "batched reads of the change map refused (needs Linux >= 5.6): {e}"
+            )),
+            _ => classify("taking the changes out of the map", &e),
+        })?;
         let total = self.lost_total()?;
         let lost = total.saturating_sub(self.lost_before);
         self.lost_before = total;
