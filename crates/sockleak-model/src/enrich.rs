@@ -200,9 +200,11 @@ impl Watcher {
                 .name("sockleak-index".into())
                 .spawn_scoped(sc, || Indexes::new(snap));
             history.observe(snap, now_ms);
-            built.ok().and_then(|h| h.join().ok())
-        })
-        .unwrap_or_else(|| Indexes::new(snap));
+            match built {
+                Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                Err(_) => Indexes::new(snap),
+            }
+        });
         let cfg = &self.cfg;
         let hist = &self.history;
         let mut findings = diagnose_indexed(&ix, now_ms, &cfg.diagnose, hist);
