@@ -63,6 +63,7 @@ fn every_check_is_reported_and_every_failure_has_a_fix() {
             "enter other network namespaces",
             "sock_diag (NETLINK_SOCK_DIAG)",
             "eBPF fd table (fast owners)",
+            "eBPF state tracker (watch samples)",
             "SOCK_DESTROY (kill sockets)",
             "named network namespaces (/run/netns)",
             "pidfd_getfd (confirm closed-but-held sockets)",
