@@ -15,9 +15,10 @@
 //! sockets are refreshed only then), the tracker lost changes (map full) or
 //! failed, more sockets changed than lookups are cheaper for (an eighth of
 //! the table: a burst of connections), the set of namespaces changed, a
-//! changed socket could not be looked up, or a namespace's `sockstat` disagrees with the table (sockets
-//! that changed without an event: a TIME_WAIT destroyed early, `ss -K` on
-//! one). So the table is never trusted further than the kernel's own counts.
+//! changed socket could not be looked up, or a namespace's `sockstat`
+//! disagrees with the table (sockets that changed without an event: a
+//! TIME_WAIT destroyed early, `ss -K` on one). So the table is never trusted
+//! further than the kernel's own counts.
 //!
 //! Between full samples, an unchanged socket's row is the one of its last
 //! lookup with its clocks advanced (TIME_WAIT and orphan timers run down,
@@ -81,9 +82,9 @@ struct NsTable {
     /// When each row was looked up or dumped (unix ms).
     fetched_ms: Vec<u64>,
     index: HashMap<u64, usize>,
-    /// Socket inodes that left the table since [`take_gone`](Self::take_gone)
-    /// (a row removed, or replaced by one without that inode: a socket
-    /// closed by its last holder reports inode 0).
+    /// Socket inodes that left the table since the last refreshed sample
+    /// took them (a row removed, or replaced by one without that inode: a
+    /// socket closed by its last holder reports inode 0).
     gone: HashSet<u64>,
 }
 

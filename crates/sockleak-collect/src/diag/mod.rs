@@ -269,17 +269,10 @@ pub fn get(
     want_info: bool,
 ) -> Result<Option<Socket>, DiagError> {
     sock.send_exact(family, local, remote, cookie, want_info)?;
-    let mut buf = vec![0u8; wire::RECV_BUF_LEN];
-    let n = sock.recv(&mut buf, Some(family))?;
+    let reply = sock.recv_reply(Some(family))?;
     let mut out = Vec::with_capacity(1);
     let mut stats = DumpStats::default();
-    match decode_batch(
-        buf.get(..n).unwrap_or(&[]),
-        netns,
-        &mut out,
-        &mut HashSet::default(),
-        &mut stats,
-    ) {
+    match decode_batch(reply, netns, &mut out, &mut HashSet::default(), &mut stats) {
         Ok(_) => Ok(out.pop()),
         Err(DiagError::Kernel { errno, .. })
             if errno.0 == libc::ENOENT || errno.0 == libc::ESTALE =>

@@ -24,6 +24,10 @@ pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct DiagSocket {
     fd: OwnedFd,
     seq: u32,
+    /// The receive buffer of [`recv_reply`](Self::recv_reply), allocated at
+    /// the first exact lookup and kept: a sample can look up thousands of
+    /// sockets through one socket.
+    reply: Vec<u8>,
 }
 
 fn errno_of(e: &io::Error) -> i32 {
@@ -85,7 +89,11 @@ impl DiagSocket {
                 source: io::Error::last_os_error(),
             });
         }
-        Ok(DiagSocket { fd, seq: 0 })
+        Ok(DiagSocket {
+            fd,
+            seq: 0,
+            reply: Vec::new(),
+        })
     }
 
     /// Builds the request datagram: `nlmsghdr` + `struct inet_diag_req_v2`.
@@ -238,6 +246,17 @@ impl DiagSocket {
 
     /// Receives one datagram into `buf`, returning its length. A datagram
     /// larger than `buf` is an error, never a silent truncation.
+    /// One datagram into the socket's own buffer ([`recv`](Self::recv)'s
+    /// checks), for replies to exact requests.
+    pub fn recv_reply(&mut self, family: Option<Family>) -> Result<&[u8], DiagError> {
+        let mut buf = std::mem::take(&mut self.reply);
+        buf.resize(RECV_BUF_LEN, 0);
+        let got = self.recv(&mut buf, family);
+        self.reply = buf;
+        let n = got?;
+        Ok(self.reply.get(..n).unwrap_or(&[]))
+    }
+
     pub fn recv(&self, buf: &mut [u8], family: Option<Family>) -> Result<usize, DiagError> {
         let op = DiagOp::Dump(family);
         loop {
