@@ -164,6 +164,15 @@ const LOOKUP_COST_IN_ROWS: usize = 8;
 const MAX_LOOKUPS_FLOOR: usize = 256;
 
 /// Whether dumping `rows` sockets costs less than looking `changes` up.
+/// A CLOSE_WAIT socket written to this recently is looked up again at each
+/// incremental sample ([`Incremental::recheck_written_close_wait`]); the
+/// findings call one written to within 10 s half-closed and active.
+const RECHECK_SENT_MS: u64 = 10_000;
+
+/// At most this many such lookups per sample (a lookup costs about eight
+/// dumped rows).
+const MAX_RECHECKS: usize = 256;
+
 fn dump_is_cheaper(changes: usize, rows: usize) -> bool {
     changes > MAX_LOOKUPS_FLOOR.max(rows / LOOKUP_COST_IN_ROWS)
 }
@@ -286,6 +295,9 @@ impl Incremental {
                 return self.full("a changed socket could not be looked up");
             }
         }
+        if self.recheck_written_close_wait(now).is_none() {
+            return self.full("a half-closed socket could not be looked up");
+        }
 
         let mut out = Vec::with_capacity(fresh.len());
         let mut gone = HashSet::default();
@@ -339,6 +351,43 @@ impl Incremental {
             sockets,
             gone,
         })
+    }
+
+    /// Looks up again the CLOSE_WAIT sockets written to within
+    /// [`RECHECK_SENT_MS`] at their last lookup: a half-closed socket its
+    /// owner still writes to (a relay) changes no state, so the tracker never
+    /// names it, and advancing its clocks would make an active relay look
+    /// like an idle leak. Leaked sockets stopped writing long ago and cost
+    /// nothing here; at most [`MAX_RECHECKS`] per sample (the rest keep
+    /// advanced clocks until the next full dump).
+    fn recheck_written_close_wait(&mut self, now: u64) -> Option<()> {
+        let mut due = Vec::new();
+        for (&netns, table) in &self.tables {
+            for (s, &fetched) in table.rows.iter().zip(&table.fetched_ms) {
+                if due.len() >= MAX_RECHECKS {
+                    break;
+                }
+                let written = s.tcp_info.as_ref().is_some_and(|i| {
+                    u64::from(i.last_data_sent_ms) + now.saturating_sub(fetched) < RECHECK_SENT_MS
+                });
+                if s.state == TcpState::CloseWait && written {
+                    due.push((netns, s.family, s.local, s.remote, s.cookie.0));
+                }
+            }
+        }
+        for (netns, family, local, remote, cookie) in due {
+            let (Some(table), Some(sock)) =
+                (self.tables.get_mut(&netns), self.diag.get_mut(&netns))
+            else {
+                continue;
+            };
+            match diag::get(sock, netns, family, &local, &remote, cookie, true) {
+                Ok(Some(row)) => table.upsert(row, now),
+                Ok(None) => table.remove(cookie),
+                Err(_) => return None,
+            }
+        }
+        Some(())
     }
 
     /// Looks one changed socket up and updates its table; `None` when the

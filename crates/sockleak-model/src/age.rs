@@ -186,6 +186,16 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
+/// [`human_duration`] with sub-second detail below 10 s ("120 ms",
+/// "2.5 s"): for times the kernel measures in ms (a socket's last send).
+pub fn human_duration_ms(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1_000..=9_999 => format!("{:.1} s", ms as f64 / 1000.0),
+        _ => human_duration(ms / 1000),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +298,8 @@ mod tests {
         assert_eq!(human_duration(41 * 60 + 10), "41 min");
         assert_eq!(human_duration(5 * 3600), "5 h");
         assert_eq!(human_duration(3 * 86_400), "3 days");
+        assert_eq!(human_duration_ms(120), "120 ms");
+        assert_eq!(human_duration_ms(2_500), "2.5 s");
+        assert_eq!(human_duration_ms(45_000), "45 s");
     }
 }

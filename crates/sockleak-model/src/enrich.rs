@@ -504,6 +504,11 @@ fn fd_leaks(
     out: &mut Vec<Finding>,
 ) {
     for p in &snap.processes {
+        // sockleak's own fds grow with what it watches (maps, /proc
+        // handles): as top leaves itself out, so does this rule.
+        if Some(p.pid) == cfg.diagnose.self_pid {
+            continue;
+        }
         let key = ProcKey {
             pid: p.pid,
             start_time: p.start_time,
@@ -766,7 +771,11 @@ mod tests {
     /// (0 ms since the FIN): only history can age it.
     fn sock(cookie: u64, state: TcpState, local: u16, remote: u16, owner: Option<u32>) -> Socket {
         Socket {
-            tcp_info: Some(TcpInfo::default()),
+            // Idle for 10 min: a leak's last send was before the peer's FIN.
+            tcp_info: Some(TcpInfo {
+                last_data_sent_ms: 600_000,
+                ..TcpInfo::default()
+            }),
             ..test_support::sock(cookie, state, local, remote, owner)
         }
     }
@@ -947,6 +956,7 @@ mod tests {
             {
                 x.tcp_info = Some(TcpInfo {
                     last_ack_recv_ms: 60_000,
+                    last_data_sent_ms: 60_000,
                     ..TcpInfo::default()
                 });
             }

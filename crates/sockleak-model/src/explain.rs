@@ -492,6 +492,29 @@ Fix: close what is opened on every path; reap child processes and close
 both ends of their pipes.
 ";
 
+const HALF_CLOSED: &str = "\
+half_closed: CLOSE_WAIT sockets whose process is still writing to them.
+
+What sockleak reports: sockets in CLOSE_WAIT (the peer sent its FIN) on
+which the owning process sent data after the FIN arrived, and recently
+(within the last 10 s). Severity info: this is not a leak.
+
+Why it is legal: a FIN only says the peer will send no more. TCP lets the
+other side keep sending until it closes too (shutdown(SHUT_WR) on the
+peer, then reading the rest). Proxies relay the tail of a stream this way,
+and a server may still be streaming a response when the client half-closes.
+
+Does it time out: no, like any CLOSE_WAIT; but it ends when the process has
+written what it had and calls close().
+
+Who is at fault: nobody yet; the peer closed its half on purpose and the
+process is finishing its own.
+
+Fix: nothing while the writes go on. When they stop and the sockets stay,
+it is a leak: sockleak watch then reports a close_wait_leak, with its age
+and rate, and the fix is to close() once the last write is done.
+";
+
 const RECV_Q: &str = "\
 recv-q: what the Recv-Q and Send-Q columns mean.
 
@@ -669,6 +692,11 @@ const TOPICS: &[(&str, &str, &str)] = &[
         FD_LEAK,
     ),
     (
+        "half-closed",
+        "finding: CLOSE_WAIT still written to (relay), not a leak",
+        HALF_CLOSED,
+    ),
+    (
         "recv-q",
         "what Recv-Q and Send-Q mean (the FIN counts 1)",
         RECV_Q,
@@ -696,6 +724,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("fork", "cloexec"),
     ("ages", "age"),
     ("fin-wait-2-stuck", "fin-wait2-stuck"),
+    ("half-close", "half-closed"),
 ];
 
 static TOPIC_LIST: [(&str, &str); TOPICS.len()] = {

@@ -130,6 +130,9 @@ pub struct Filter {
     pub ports: Vec<u16>,
     pub remotes: Vec<RemoteFilter>,
     pub netns: Vec<NetnsFilter>,
+    /// A process never matched by name (sockleak itself, whose command line
+    /// holds the pattern, as pgrep leaves itself out); `--pid` still can.
+    pub exclude_pid: Option<u32>,
 }
 
 impl Default for Filter {
@@ -141,6 +144,7 @@ impl Default for Filter {
             ports: Vec::new(),
             remotes: Vec::new(),
             netns: Vec::new(),
+            exclude_pid: None,
         }
     }
 }
@@ -166,10 +170,26 @@ impl Filter {
             return true;
         }
         self.pids.contains(&p.pid)
-            || self
-                .process_names
-                .iter()
-                .any(|n| p.comm.contains(n.as_str()) || p.cmdline.contains(n.as_str()))
+            || (Some(p.pid) != self.exclude_pid
+                && self.process_names.iter().any(|n| Self::name_matches(n, p)))
+    }
+
+    fn name_matches(name: &str, p: &Process) -> bool {
+        p.comm.contains(name) || p.cmdline.contains(name)
+    }
+
+    /// The `--process` patterns no process (but the excluded one) matches,
+    /// so the user hears that the filter found nothing.
+    pub fn unmatched_names<'a>(&'a self, procs: &[Process]) -> Vec<&'a str> {
+        self.process_names
+            .iter()
+            .filter(|n| {
+                !procs
+                    .iter()
+                    .any(|p| Some(p.pid) != self.exclude_pid && Self::name_matches(n, p))
+            })
+            .map(String::as_str)
+            .collect()
     }
 
     /// Socket-level predicates (state, ports, remote). Process and namespace

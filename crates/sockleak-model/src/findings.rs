@@ -63,6 +63,12 @@ pub struct DiagnoseConfig {
     pub tw_bucket_crit: f64,
     /// How many cookies of the oldest sockets a finding lists (default 5).
     pub oldest_cookies: usize,
+    /// A CLOSE_WAIT socket its owner wrote to within this many ms, after the
+    /// peer's FIN, is half-closed and active, not leaked (default 10 s).
+    pub half_close_active_ms: u64,
+    /// sockleak's own pid: left out of fd_leak (its fds grow with what it
+    /// watches), as top and pgrep leave themselves out.
+    pub self_pid: Option<u32>,
 }
 
 impl Default for DiagnoseConfig {
@@ -81,6 +87,8 @@ impl Default for DiagnoseConfig {
             tw_bucket_warn: 0.8,
             tw_bucket_crit: 0.95,
             oldest_cookies: 5,
+            half_close_active_ms: 10_000,
+            self_pid: None,
         }
     }
 }
@@ -100,10 +108,14 @@ pub enum FindingKind {
     /// An fd kind growing steadily over time. Only watch can see growth;
     /// [`diagnose`] never emits it.
     FdLeak,
+    /// CLOSE_WAIT sockets whose owner still writes to them (a relay after
+    /// the peer's FIN, a response still streaming): legal half-close, not a
+    /// leak. Always info.
+    HalfClosed,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 9] = [
+    pub const ALL: [FindingKind; 10] = [
         FindingKind::CloseWaitLeak,
         FindingKind::FinWait2Stuck,
         FindingKind::TimeWaitPressure,
@@ -113,6 +125,7 @@ impl FindingKind {
         FindingKind::OrphanPressure,
         FindingKind::TimeWaitBuckets,
         FindingKind::FdLeak,
+        FindingKind::HalfClosed,
     ];
 
     /// The JSON name: `close_wait_leak`, ...
@@ -127,6 +140,7 @@ impl FindingKind {
             FindingKind::OrphanPressure => "orphan_pressure",
             FindingKind::TimeWaitBuckets => "time_wait_buckets",
             FindingKind::FdLeak => "fd_leak",
+            FindingKind::HalfClosed => "half_closed",
         }
     }
 
@@ -142,6 +156,7 @@ impl FindingKind {
             FindingKind::OrphanPressure => "orphan-pressure",
             FindingKind::TimeWaitBuckets => "time-wait-buckets",
             FindingKind::FdLeak => "fd-leak",
+            FindingKind::HalfClosed => "half-closed",
         }
     }
 
@@ -234,7 +249,17 @@ pub struct Finding {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns: Option<NetnsId>,
     /// What is counted depends on the kind: sockets, fds, waiting connections.
+    /// For `close_wait_leak`, the sockets judged: older than `min_age_s` or
+    /// of unknown age.
     pub count: u64,
+    /// `close_wait_leak`: every CLOSE_WAIT socket of the group, the young
+    /// and the still-written ones included (`count` is a subset), so the
+    /// finding reads the same as the inventory's group row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_count: Option<u64>,
+    /// `close_wait_leak`: the `--min-age` the sockets were judged against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_age_s: Option<u64>,
     /// One plain sentence.
     pub summary: String,
     /// Cause, context and fix, in plain sentences.
@@ -322,6 +347,8 @@ impl Finding {
             comm: None,
             netns: None,
             count: 0,
+            group_count: None,
+            min_age_s: None,
             summary: String::new(),
             advice: String::new(),
             role: None,
@@ -415,17 +442,7 @@ pub fn diagnose_indexed(
     cfg: &DiagnoseConfig,
     hints: &(dyn AgeHints + Sync),
 ) -> Vec<Finding> {
-    let ctx = Ctx {
-        snap: ix.snap,
-        sockets: &ix.sockets,
-        procs: &ix.procs,
-        listeners: &ix.listeners,
-        close_wait: &ix.close_wait,
-        fin_wait2: &ix.fin_wait2,
-        now_ms,
-        cfg,
-        hints,
-    };
+    let ctx = ix.ctx(now_ms, cfg, hints);
     // The CLOSE_WAIT rule is the heaviest (at 150k sockets a third of them
     // can be CLOSE_WAIT): the others run beside it on another core, inline
     // if no thread can be started. Output order is the sequential one.
@@ -506,24 +523,39 @@ impl<'a> ChargedSet<'a> {
         }
     }
 
-    /// The sockets `counts` accepts (given their age), gathered per
-    /// (owner, group), in key order; groups with none are left out.
+    /// The sockets gathered per (owner, group) as `tally` sorts them (given
+    /// their age), in key order; groups with no socket tallied are left out.
     fn gather(
         &self,
         ctx: &Ctx<'_>,
-        counts: impl Fn(&Charged<'_>, Option<Age>) -> bool,
+        tally: impl Fn(&Charged<'_>, Option<Age>) -> Tally,
     ) -> impl Iterator<Item = ((OwnerKey, GroupKey), Gathered)> + '_ {
         let mut slots: Vec<Option<Gathered>> = std::iter::repeat_with(|| None)
             .take(self.keys.len())
             .collect();
         for (c, a) in self.sockets.iter().zip(ages(ctx, &self.sockets)) {
-            if !counts(c, a) {
+            let t = tally(c, a);
+            if t == Tally::Skipped {
                 continue;
             }
             let Some(g) = slots.get_mut(c.gid as usize) else {
                 continue;
             };
             let g = g.get_or_insert_with(Gathered::default);
+            match t {
+                Tally::Counted => {}
+                Tally::Young => {
+                    g.young += 1;
+                    continue;
+                }
+                Tally::Active { last_sent_ms } => {
+                    g.active += 1;
+                    g.last_sent_ms =
+                        Some(g.last_sent_ms.map_or(last_sent_ms, |m| m.min(last_sent_ms)));
+                    continue;
+                }
+                Tally::Skipped => continue,
+            }
             g.add(c.s, a, c.owner.pid());
             if let Some(peer_pid) = c.peer {
                 g.peers.add(peer_pid);
@@ -534,6 +566,20 @@ impl<'a> ChargedSet<'a> {
             Some((*self.keys.get(i as usize)?, g))
         })
     }
+}
+
+/// What a state rule makes of one of its sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tally {
+    /// Judged: counted in the finding.
+    Counted,
+    /// Younger than `--min-age`: in the state, not judged yet.
+    Young,
+    /// Half-closed and still written to by its owner (a relay or a response
+    /// still streaming): not a leak.
+    Active { last_sent_ms: u32 },
+    /// Not this rule's business.
+    Skipped,
 }
 
 /// A socket of a state rule, charged.
@@ -549,6 +595,26 @@ struct Charged<'a> {
 }
 
 impl<'a> Indexes<'a> {
+    /// The context one diagnosis runs in over these indexes.
+    fn ctx<'c>(
+        &'c self,
+        now_ms: u64,
+        cfg: &'c DiagnoseConfig,
+        hints: &'c (dyn AgeHints + Sync),
+    ) -> Ctx<'c> {
+        Ctx {
+            snap: self.snap,
+            sockets: &self.sockets,
+            procs: &self.procs,
+            listeners: &self.listeners,
+            close_wait: &self.close_wait,
+            fin_wait2: &self.fin_wait2,
+            now_ms,
+            cfg,
+            hints,
+        }
+    }
+
     pub fn new(snap: &'a Snapshot) -> Indexes<'a> {
         let mut seen = rustc_hash::FxHashSet::default();
         seen.reserve(snap.sockets.len());
@@ -726,6 +792,12 @@ struct Gathered {
     unknown: Vec<Cookie>,
     holders: HashMap<u32, (bool, u64)>,
     peers: PeerTally,
+    /// Sockets of the group younger than `--min-age` (not in `count`).
+    young: u64,
+    /// Half-closed sockets still being written to (not in `count`) ...
+    active: u64,
+    /// ... and the most recent of their writes, ms before the snapshot.
+    last_sent_ms: Option<u32>,
 }
 
 impl Gathered {
@@ -905,6 +977,123 @@ fn holders_advice(holders: &[Holder]) -> String {
     out
 }
 
+/// How the CLOSE_WAIT rule sorts one socket.
+///
+/// Half-closed and active: the owner sent data on it within
+/// `half_close_active_ms` and after the socket entered CLOSE_WAIT (the last
+/// send is more recent than the state's age). A leaking server's last send
+/// is its response, before the peer's FIN, so it never qualifies; a relay
+/// still writing after the FIN does. Both times are taken as of `now_ms`.
+fn close_wait_tally(ctx: &Ctx<'_>, c: &Charged<'_>, a: Option<Age>) -> Tally {
+    if let (Some(info), Some(age)) = (&c.s.tcp_info, a) {
+        let since_snapshot = ctx.now_ms.saturating_sub(ctx.snap.taken_at_ms);
+        let sent = u64::from(info.last_data_sent_ms) + since_snapshot;
+        if sent < ctx.cfg.half_close_active_ms && sent < age.ms {
+            return Tally::Active {
+                last_sent_ms: info.last_data_sent_ms,
+            };
+        }
+    }
+    if ctx.is_young(a) {
+        Tally::Young
+    } else {
+        Tally::Counted
+    }
+}
+
+/// half_closed: the CLOSE_WAIT sockets of one group that their owner still
+/// writes to. Info: a half-close is legal TCP (the peer only said it will
+/// send no more); it turns into a close_wait_leak when the writes stop and
+/// the sockets stay.
+fn half_closed(ctx: &Ctx<'_>, owner: OwnerKey, gk: GroupKey, g: &Gathered) -> Finding {
+    let pid = owner.pid();
+    let proc_ = pid.and_then(|p| ctx.procs.get(p));
+    let mut f = Finding::new(FindingKind::HalfClosed, Severity::Info);
+    f.pid = pid;
+    f.set_process(proc_);
+    f.netns = Some(gk.netns);
+    f.role = Some(gk.role);
+    match gk.role {
+        Role::Server => f.local = Some(gk.endpoint),
+        Role::Client => f.remote = Some(gk.endpoint),
+    }
+    f.count = g.active;
+    f.min_age_s = Some(ctx.cfg.min_age_s);
+    let (side, prep) = match gk.role {
+        Role::Server => ("server connection", "on"),
+        Role::Client => ("connection", "to"),
+    };
+    let last = g
+        .last_sent_ms
+        .map(|ms| {
+            format!(
+                ", the last time {} ago",
+                age::human_duration_ms(u64::from(ms))
+            )
+        })
+        .unwrap_or_default();
+    let name = ctx.name(pid);
+    f.summary = format!(
+        "{} keeps sending on {} {prep} {}{}: half-closed by the peer and still in use{last}.",
+        ctx.subject(pid),
+        plural(
+            g.active,
+            &format!("half-closed {side}"),
+            &format!("half-closed {side}s")
+        ),
+        gk.endpoint,
+        ctx.netns_phrase(gk.netns),
+    );
+    f.advice = format!(
+        "The peer sent its FIN (it will send nothing more), so the kernel lists these \
+         sockets in CLOSE_WAIT, but {name} is still writing to them: a proxy relaying the \
+         rest of a stream, or a response still being sent after a half-close. That is \
+         legal TCP, not a leak. It becomes one if the writes stop and {name} never calls \
+         close(); sockleak watch reports a close_wait_leak then."
+    );
+    f
+}
+
+/// CLOSE_WAIT sockets that no finding judged because all of their group is
+/// younger than `--min-age`, summed per owner: one snapshot cannot tell a
+/// burst from a leak, but an empty report must not read as an all-clear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unjudged {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub netns: NetnsId,
+    /// Young CLOSE_WAIT sockets in groups without a finding.
+    pub count: u64,
+    pub min_age_s: u64,
+}
+
+/// The [`Unjudged`] CLOSE_WAIT sockets of a snapshot, most first.
+pub fn unjudged_close_wait(snap: &Snapshot, now_ms: u64, cfg: &DiagnoseConfig) -> Vec<Unjudged> {
+    let ix = Indexes::new(snap);
+    let ctx = ix.ctx(now_ms, cfg, &NoHints);
+    let mut per_owner: BTreeMap<(OwnerKey, NetnsId), u64> = BTreeMap::new();
+    for ((owner, gk), g) in ctx
+        .close_wait
+        .gather(&ctx, |c, a| close_wait_tally(&ctx, c, a))
+    {
+        if g.count == 0 && g.young > 0 {
+            *per_owner.entry((owner, gk.netns)).or_default() += g.young;
+        }
+    }
+    let mut out: Vec<Unjudged> = per_owner
+        .into_iter()
+        .map(|((owner, netns), count)| Unjudged {
+            pid: owner.pid(),
+            comm: owner.pid().and_then(|p| ctx.procs.comm(p)),
+            netns,
+            count,
+            min_age_s: cfg.min_age_s,
+        })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
+    out
+}
+
 /// close_wait_leak: per owning process × group (listening endpoint for
 /// accepted connections, peer endpoint for outgoing ones).
 ///
@@ -920,7 +1109,18 @@ fn holders_advice(holders: &[Holder]) -> String {
 /// - If the other end is on this host in FIN_WAIT2, `peer_pid` names its
 ///   owner.
 fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
-    for ((owner, gk), mut g) in ctx.close_wait.gather(ctx, |_, a| !ctx.is_young(a)) {
+    for ((owner, gk), mut g) in ctx
+        .close_wait
+        .gather(ctx, |c, a| close_wait_tally(ctx, c, a))
+    {
+        if g.active > 0 {
+            out.push(half_closed(ctx, owner, gk, &g));
+        }
+        if g.count == 0 {
+            // Only young or still-written sockets: nothing judged (the
+            // human scan says so through [`unjudged_close_wait`]).
+            continue;
+        }
         let pid = owner.pid();
         let proc_ = pid.and_then(|p| ctx.procs.get(p));
         let aged = g.count - g.unknown.len() as u64;
@@ -946,12 +1146,35 @@ fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         }
         f.unread_bytes = Some(g.unread);
         g.fill(ctx, &mut f);
+        let total = g.count + g.young + g.active;
+        f.group_count = Some(total);
+        f.min_age_s = Some(ctx.cfg.min_age_s);
         f.peer_pid = g.peers.main_pid();
         f.peer_comm = f.peer_pid.and_then(|p| ctx.procs.comm(p));
 
         let who = ctx.subject(pid);
         let name = ctx.name(pid);
-        let n = plural(g.count, "socket", "sockets");
+        // The whole group first, as the inventory counts it, then the part
+        // judged: "140 sockets in CLOSE_WAIT, 68 of them older than 30 s".
+        let judged = if total > g.count && aged == 0 {
+            format!(", {} of them of unknown age", g.count)
+        } else if g.young == 0 && g.active > 0 {
+            format!(", {} of them no longer written to", g.count)
+        } else if total > g.count {
+            let unknown = if g.unknown.is_empty() {
+                ""
+            } else {
+                " or of unknown age"
+            };
+            format!(
+                ", {} of them older than {}{unknown}",
+                g.count,
+                age::human_duration(ctx.cfg.min_age_s)
+            )
+        } else {
+            String::new()
+        };
+        let n = plural(total, "socket", "sockets");
         let peer = match f.peer_pid {
             Some(p) => format!("; its peer {} is stuck in FIN_WAIT2", ctx.who(Some(p))),
             None if g.peers.orphans() > 0 => {
@@ -959,7 +1182,11 @@ fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
             }
             None => String::new(),
         };
-        let oldest = oldest_phrase(&f);
+        let oldest = if total > g.count && aged == 0 {
+            String::new()
+        } else {
+            oldest_phrase(&f)
+        };
         let (side, prep) = match gk.role {
             Role::Server => ("server", "on"),
             Role::Client => ("client", "to"),
@@ -967,22 +1194,22 @@ fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         let at = gk.endpoint;
         f.summary = if aged == 0 {
             format!(
-                "{who} holds {} {prep} {at} in CLOSE_WAIT{oldest}{peer}.",
+                "{who} holds {} {prep} {at} in CLOSE_WAIT{judged}{oldest}{peer}.",
                 plural(
-                    g.count,
+                    total,
                     &format!("{side} connection"),
                     &format!("{side} connections")
                 ),
             )
         } else if gk.role == Role::Client && g.unread > 0 {
             format!(
-                "{who} is leaking {side} connections {prep} {at}: {n} in CLOSE_WAIT with {} \
-                 never read{oldest}{peer}.",
+                "{who} is leaking {side} connections {prep} {at}: {n} in CLOSE_WAIT{judged} with \
+                 {} never read{oldest}{peer}.",
                 plural(g.unread, "byte", "bytes")
             )
         } else {
             format!(
-                "{who} is leaking {side} connections {prep} {at}: {n} in CLOSE_WAIT{oldest}{peer}."
+                "{who} is leaking {side} connections {prep} {at}: {n} in CLOSE_WAIT{judged}{oldest}{peer}."
             )
         };
 
@@ -1070,10 +1297,17 @@ fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
 /// - `peer_pid` names the owner of the mirrored CLOSE_WAIT socket: that
 ///   process is at fault.
 fn fin_wait2_stuck(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
-    let counts = |c: &Charged<'_>, a: Option<Age>| match (c.owner, a) {
-        (_, Some(a)) => a.secs() >= ctx.cfg.min_age_s,
-        (OwnerKey::Orphan, None) => c.peer.is_some(),
-        (_, None) => true,
+    let counts = |c: &Charged<'_>, a: Option<Age>| {
+        let counted = match (c.owner, a) {
+            (_, Some(a)) => a.secs() >= ctx.cfg.min_age_s,
+            (OwnerKey::Orphan, None) => c.peer.is_some(),
+            (_, None) => true,
+        };
+        if counted {
+            Tally::Counted
+        } else {
+            Tally::Skipped
+        }
     };
     for ((owner, gk), mut g) in ctx.fin_wait2.gather(ctx, counts) {
         let orphan = owner == OwnerKey::Orphan;

@@ -95,6 +95,7 @@ impl FilterArgs {
             pids: self.pids.clone(),
             process_names: self.processes.clone(),
             ports: self.ports.clone(),
+            exclude_pid: Some(std::process::id()),
             ..Filter::default()
         };
         if !self.states.is_empty() {

@@ -11,7 +11,19 @@ mod target;
 pub mod watch;
 
 use crate::cli::{Cli, Command};
-use anyhow::Result;
+use anyhow::{bail, Result};
+use sockleak_model::Filter;
+
+/// A `--pid` that names no process is an error (exit 2), as lsof and pgrep
+/// users expect: an empty report would read as "this process is healthy".
+pub fn require_pids(filter: &Filter) -> Result<()> {
+    for pid in &filter.pids {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            bail!("no process {pid} (--pid)");
+        }
+    }
+    Ok(())
+}
 
 /// Runs the command and returns the process exit code (see `exit.rs`).
 pub fn run(cli: Cli) -> Result<u8> {

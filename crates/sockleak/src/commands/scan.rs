@@ -5,7 +5,7 @@ use crate::exit;
 use crate::output::{self, style::Style};
 use anyhow::{bail, Result};
 use sockleak_collect::scan::{scan_unfiltered, ScanOptions};
-use sockleak_model::findings::{diagnose, DiagnoseConfig, Finding, Severity};
+use sockleak_model::findings::{diagnose, unjudged_close_wait, DiagnoseConfig, Finding, Severity};
 use sockleak_model::{PartialKind, Snapshot};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -13,6 +13,7 @@ use std::os::fd::AsFd;
 
 pub fn run(args: &ScanArgs, style: Style) -> Result<u8> {
     let filter = args.filter.to_filter()?;
+    super::require_pids(&filter)?;
     if !(0.0..=1.0).contains(&args.time_wait_warn)
         || !(0.0..=1.0).contains(&args.time_wait_crit)
         || args.time_wait_warn > args.time_wait_crit
@@ -30,6 +31,9 @@ pub fn run(args: &ScanArgs, style: Style) -> Result<u8> {
     // Diagnose the whole collection (peers and listeners outside the user's
     // view matter for blame), then narrow both to what was asked.
     let mut snap = scan_unfiltered(&opts);
+    for name in opts.filter.unmatched_names(&snap.processes) {
+        eprintln!("sockleak: no process matches --process {name}");
+    }
     if !snap.namespaces.iter().any(|n| n.scanned) {
         report_partial(&snap);
         bail!("no network namespace could be scanned (see the notes above)");
@@ -71,6 +75,9 @@ pub fn run(args: &ScanArgs, style: Style) -> Result<u8> {
     } else {
         let users = read_users();
         let mut text = output::findings::render(&snap, &findings, style);
+        // Over what is shown: the young sockets of the filtered view.
+        let unjudged = unjudged_close_wait(&snap, snap.taken_at_ms, &cfg);
+        text.push_str(&output::findings::render_unjudged(&unjudged, style));
         text.push_str(&output::inventory::render(
             &snap,
             &output::inventory::InventoryOptions {

@@ -110,6 +110,7 @@ struct Collector {
 
 pub fn run(args: &ServeArgs) -> Result<u8> {
     let filter = args.filter.to_filter()?;
+    super::require_pids(&filter)?;
     if !(0.0..=1.0).contains(&args.time_wait_warn)
         || !(0.0..=1.0).contains(&args.time_wait_crit)
         || args.time_wait_warn > args.time_wait_crit
@@ -138,6 +139,7 @@ pub fn run(args: &ServeArgs) -> Result<u8> {
         min_age_s: args.min_age,
         time_wait_warn: args.time_wait_warn,
         time_wait_crit: args.time_wait_crit,
+        self_pid: Some(std::process::id()),
         ..DiagnoseConfig::default()
     };
     let interval = Duration::from_secs(args.interval);

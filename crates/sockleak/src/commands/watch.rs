@@ -114,6 +114,7 @@ struct Settings {
 
 fn settings(args: &WatchArgs) -> Result<Settings> {
     let filter = args.filter.to_filter()?;
+    super::require_pids(&filter)?;
     if args.interval < 100 {
         bail!("--interval must be at least 100ms (a scan itself takes tens of ms)");
     }
@@ -133,6 +134,7 @@ fn settings(args: &WatchArgs) -> Result<Settings> {
     let cfg = WatchConfig {
         diagnose: DiagnoseConfig {
             min_age_s: args.min_age,
+            self_pid: Some(std::process::id()),
             ..DiagnoseConfig::default()
         },
         history: HistoryConfig {

@@ -105,6 +105,8 @@ impl Builder {
             retrans: 0,
             tcp_info: Some(TcpInfo {
                 last_ack_recv_ms: 120_000,
+                // The response went out before the peer's FIN.
+                last_data_sent_ms: 120_000,
                 ..TcpInfo::default()
             }),
             mem: None,

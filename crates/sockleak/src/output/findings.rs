@@ -2,7 +2,8 @@
 //! words with the advice and the `sockleak explain` topic.
 
 use super::style::Style;
-use sockleak_model::findings::{Finding, Severity};
+use sockleak_model::age::human_duration;
+use sockleak_model::findings::{Finding, Severity, Unjudged};
 use sockleak_model::Snapshot;
 use std::fmt::Write;
 
@@ -52,6 +53,38 @@ pub fn render(_snap: &Snapshot, findings: &[Finding], st: Style) -> String {
         n(Severity::Warning),
         n(Severity::Info)
     );
+    out
+}
+
+/// One line per process whose CLOSE_WAIT sockets are all younger than
+/// `--min-age`: no finding judged them, and silence would read as healthy.
+pub fn render_unjudged(unjudged: &[Unjudged], st: Style) -> String {
+    let mut out = String::new();
+    for u in unjudged {
+        let who = match (&u.comm, u.pid) {
+            (Some(c), Some(p)) => format!("{c} (pid {p})"),
+            (None, Some(p)) => format!("pid {p}"),
+            _ => "an unidentified process".to_string(),
+        };
+        let (n, verb) = if u.count == 1 {
+            ("socket", "is")
+        } else {
+            ("sockets", "are")
+        };
+        let line = format!(
+            "{} CLOSE_WAIT {n} of {who} {verb} younger than {}: not judged yet; `sockleak watch` \
+             tells a leak from a burst.",
+            u.count,
+            human_duration(u.min_age_s)
+        );
+        let mut text = String::new();
+        wrap_into(&mut text, &line, "");
+        out.push_str(&st.dim(text.trim_end()));
+        out.push('\n');
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
     out
 }
 

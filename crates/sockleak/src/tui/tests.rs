@@ -31,7 +31,11 @@ fn sock(cookie: u64, state: TcpState, local: u16, remote: u16, pid: u32) -> Sock
         recv_q: u32::from(state == TcpState::CloseWait),
         inode: cookie,
         netns: 1,
-        tcp_info: Some(TcpInfo::default()),
+        // Idle for 10 min (a leak's last send is its response).
+        tcp_info: Some(TcpInfo {
+            last_data_sent_ms: 600_000,
+            ..TcpInfo::default()
+        }),
         owners: [Owner {
             pid,
             fd: 10 + (cookie % 1000) as u32,

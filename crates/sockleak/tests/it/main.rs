@@ -11,6 +11,7 @@ mod cli;
 mod findings_close_wait;
 mod findings_healthy;
 mod findings_limits;
+mod first_use;
 mod run_leaks;
 mod scan_netns;
 mod scan_population;
