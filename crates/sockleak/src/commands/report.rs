@@ -101,8 +101,10 @@ struct FindingRec {
     comm: Option<String>,
     first_ms: u64,
     last_ms: u64,
+    /// Text and count as of the finding's last report (new or changed).
     summary: String,
     advice: String,
+    last_count: u64,
     peak: u64,
     max_rate: Option<f64>,
     min_eta: Option<u64>,
@@ -190,6 +192,7 @@ impl Recording {
                     last_ms: t,
                     summary: String::new(),
                     advice: String::new(),
+                    last_count: 0,
                     peak: 0,
                     max_rate: None,
                     min_eta: None,
@@ -200,7 +203,8 @@ impl Recording {
             rec.active = true;
             rec.summary = x["summary"].as_str().unwrap_or("").to_string();
             rec.advice = x["advice"].as_str().unwrap_or("").to_string();
-            rec.peak = rec.peak.max(x["count"].as_u64().unwrap_or(0));
+            rec.last_count = x["count"].as_u64().unwrap_or(0);
+            rec.peak = rec.peak.max(rec.last_count);
             if let Some(r) = x["rate_per_min"].as_f64() {
                 rec.max_rate = Some(rec.max_rate.map_or(r, |m: f64| m.max(r)));
             }
@@ -329,12 +333,18 @@ fn text(rec: &Recording, path: &Path, chart: Option<&Path>, top: usize, st: Styl
             (None, Some(p)) => format!("pid {p}"),
             _ => "host".to_string(),
         };
-        let mut facts = format!(
-            "{} to {}, peak {}",
-            clock(f.first_ms),
-            clock(f.last_ms),
-            f.peak
-        );
+        // An active finding has no end: it is still there at the last
+        // sample. Its text is the one of its last report, so the count in
+        // it is the last count; the peak is said beside it.
+        let mut facts = if f.active {
+            format!("since {}, still active", clock(f.first_ms))
+        } else {
+            format!("{} to {}", clock(f.first_ms), clock(f.last_ms))
+        };
+        let _ = write!(facts, ", peak {}", f.peak);
+        if f.last_count != f.peak {
+            let _ = write!(facts, ", {} at its last report", f.last_count);
+        }
         if let Some(r) = f.max_rate.filter(|r| *r > 0.0) {
             let _ = write!(facts, ", up to +{}/min", rate_text(r));
         }

@@ -3,7 +3,7 @@
 //! (checked to be well-formed XML with the leaker's series); `--plain` shows
 //! what changed; a closed pipe ends watch quietly; the help texts are pinned.
 
-use crate::support::{repo_root, run, sockleak, validate_schema, wait_or_kill};
+use crate::support::{one_line, repo_root, run, sockleak, validate_schema, wait_or_kill};
 use crate::watch_support::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -61,6 +61,44 @@ fn watch_record_then_report_renders_a_chart_of_the_leak() {
     assert!(out.contains("close_wait_leak"), "{out}");
     assert!(out.contains(&format!("(pid {pid})")), "{out}");
     assert!(out.contains("[active]"), "{out}");
+    // Still active: a start and no end time; the text is the finding's last
+    // report, not its first (which said fewer sockets than the peak).
+    let head = out
+        .lines()
+        .find(|l| l.contains("close_wait_leak") && l.contains(&format!("(pid {pid})")))
+        .unwrap_or_else(|| panic!("no finding line in {out}"));
+    assert!(head.contains("still active"), "{head}");
+    let clocks = head
+        .split([' ', ','])
+        .filter(|w| w.len() == 8 && w.bytes().filter(|b| *b == b':').count() == 2)
+        .count();
+    assert_eq!(
+        clocks, 1,
+        "an active finding has a start and no end: {head}"
+    );
+    let reported: Vec<String> = recorded
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .flat_map(|d| {
+            let f = &d["findings"];
+            let mut v: Vec<serde_json::Value> = Vec::new();
+            for part in ["new", "changed"] {
+                v.extend(f[part].as_array().cloned().unwrap_or_default());
+            }
+            v
+        })
+        .filter(|f| f["kind"] == "close_wait_leak" && f["pid"] == pid)
+        .map(|f| f["summary"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let last = reported.last().expect("a close_wait_leak report");
+    assert!(
+        one_line(&out).contains(&one_line(last)),
+        "the last report's text is shown: {last}\n{out}"
+    );
+    if reported.len() > 1 && reported.first() != reported.last() {
+        let first = reported.first().expect("first");
+        assert!(!one_line(&out).contains(&one_line(first)), "{out}");
+    }
 
     // Well-formed XML, with the leaker's CLOSE_WAIT and fd series of 8 points
     // (checked by Python's XML parser, independent of the writer).
