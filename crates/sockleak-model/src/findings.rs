@@ -23,6 +23,7 @@ use crate::blame::{self, Holder, PeerIndex, PeerTally, ProcessIndex};
 use crate::group::{group_key, GroupKey, ListenerIndex, Role};
 use crate::host::{Namespace, NetnsId};
 use crate::process::{FdKinds, Process};
+use crate::runtime::Runtime;
 use crate::snapshot::Snapshot;
 use crate::socket::{Cookie, Endpoint, Socket, TcpState};
 use serde::Serialize;
@@ -1250,6 +1251,14 @@ fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         }
         advice.push_str(&fd_context(proc_, g.count));
         advice.push_str(&holders_advice(&f.also_held_by));
+        // The fix in the owner's own runtime first, then the general rule.
+        if let Some(rt) = proc_.map(Runtime::of) {
+            advice.push_str(match gk.role {
+                Role::Server => rt.server_close_fix(),
+                Role::Client if g.unread > 0 => rt.unread_response_fix(),
+                Role::Client => rt.client_close_fix(),
+            });
+        }
         match gk.role {
             Role::Server => advice.push_str(
                 "Close the connection when read() returns 0 (end of stream; -1 in Java) and on \

@@ -18,6 +18,7 @@ pub mod history;
 pub mod host;
 pub mod process;
 pub mod regression;
+pub mod runtime;
 pub mod snapshot;
 pub mod socket;
 #[cfg(test)]

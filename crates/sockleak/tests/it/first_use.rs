@@ -298,3 +298,26 @@ fn sockleak_leaves_itself_out_of_process_matches() {
     assert!(procs.is_empty(), "sockleak matched itself: {procs:#?}");
     assert!(err.contains("no process matches"), "{err}");
 }
+
+#[test]
+fn advice_leads_with_the_owners_runtime() {
+    if !require_root("advice_leads_with_the_owners_runtime", "reads the peer's fds as root") {
+        return;
+    }
+    // The peer is python3: its fix comes in Python's words, before the
+    // general rule.
+    let peer = Peer::leaks(&["close-wait-server", "--conns", "3"]);
+    let server = peer.pid("server");
+    let port = port_of(peer.str("listen")).to_string();
+    let doc = scan_json(&["--port", &port, "--min-age", "0s"]);
+    let f = the_finding(&doc, "close_wait_leak", server);
+    let advice = f["advice"].as_str().expect("advice");
+    let python = advice
+        .find("Python: when recv() returns b''")
+        .unwrap_or_else(|| panic!("no Python fix: {advice}"));
+    let general = advice
+        .find("Close the connection when read() returns 0")
+        .unwrap_or_else(|| panic!("no general rule: {advice}"));
+    assert!(python < general, "{advice}");
+    assert!(!advice.contains("Node:"), "{advice}");
+}
