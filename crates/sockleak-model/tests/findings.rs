@@ -1375,3 +1375,97 @@ proptest! {
         prop_assert_eq!(counted, expected as u64);
     }
 }
+
+// ---------------------------------------------------------------- half-close
+
+/// A relay writes after the peer's FIN (last send more recent than the
+/// CLOSE_WAIT age, and recent): half_closed, not a leak. Beside it, sockets
+/// whose last send came before the FIN are the leak, and the finding's
+/// group count includes the relay's sockets the way the inventory does.
+#[test]
+fn sockets_written_after_the_fin_are_half_closed_not_leaked() {
+    let mut b = B::new();
+    b.proc_(process(4242, "java"));
+    b.listen("127.0.0.1:9530", 4242);
+    for i in 0..3u32 {
+        b.sock(
+            TcpState::CloseWait,
+            "127.0.0.1:9530",
+            &format!("127.0.0.1:{}", 41_000 + i),
+            &[4242],
+            1,
+            Some(60_000),
+        );
+        // Written 200 ms ago, a minute after the FIN arrived.
+        if let Some(i) = b.last().tcp_info.as_mut() {
+            i.last_data_sent_ms = 200;
+        }
+    }
+    for i in 0..2u32 {
+        b.sock(
+            TcpState::CloseWait,
+            "127.0.0.1:9530",
+            &format!("127.0.0.1:{}", 42_000 + i),
+            &[4242],
+            1,
+            Some(60_000),
+        );
+    }
+    let findings = b.diagnose();
+    let h = one(&findings, FindingKind::HalfClosed);
+    assert_eq!(h.severity, Severity::Info);
+    assert_eq!(h.count, 3);
+    assert!(
+        h.summary.contains("keeps sending on 3 half-closed"),
+        "{}",
+        h.summary
+    );
+    let f = one(&findings, FindingKind::CloseWaitLeak);
+    assert_eq!(f.count, 2, "only the idle ones are judged");
+    assert_eq!(f.group_count, Some(5));
+    assert!(
+        f.summary
+            .contains("5 sockets in CLOSE_WAIT, 2 of them no longer written to"),
+        "{}",
+        f.summary
+    );
+
+    // Written long ago (or before the FIN): all five are the leak.
+    for s in b.snap.sockets.iter_mut() {
+        if let Some(i) = s.tcp_info.as_mut() {
+            i.last_data_sent_ms = 60_000;
+        }
+    }
+    let findings = b.diagnose();
+    assert!(
+        only(&findings, FindingKind::HalfClosed).is_empty(),
+        "{findings:#?}"
+    );
+    assert_eq!(one(&findings, FindingKind::CloseWaitLeak).count, 5);
+}
+
+/// Young CLOSE_WAIT only: no finding, but `unjudged_close_wait` names them.
+#[test]
+fn young_close_wait_is_unjudged_not_silent() {
+    let mut b = B::new();
+    b.proc_(process(31667, "python3"));
+    b.listen("127.0.0.1:8080", 31667);
+    for i in 0..40u32 {
+        b.sock(
+            TcpState::CloseWait,
+            "127.0.0.1:8080",
+            &format!("127.0.0.1:{}", 43_000 + i),
+            &[31667],
+            1,
+            Some(2_000),
+        );
+    }
+    assert!(only(&b.diagnose(), FindingKind::CloseWaitLeak).is_empty());
+    let u = sockleak_model::findings::unjudged_close_wait(&b.snap, NOW, &DiagnoseConfig::default());
+    assert_eq!(u.len(), 1, "{u:#?}");
+    assert_eq!(
+        (u[0].pid, u[0].count, u[0].min_age_s),
+        (Some(31667), 40, 30)
+    );
+    assert_eq!(u[0].comm.as_deref(), Some("python3"));
+}

@@ -301,7 +301,10 @@ fn sockleak_leaves_itself_out_of_process_matches() {
 
 #[test]
 fn advice_leads_with_the_owners_runtime() {
-    if !require_root("advice_leads_with_the_owners_runtime", "reads the peer's fds as root") {
+    if !require_root(
+        "advice_leads_with_the_owners_runtime",
+        "reads the peer's fds as root",
+    ) {
         return;
     }
     // The peer is python3: its fix comes in Python's words, before the
