@@ -71,6 +71,74 @@ impl FdKinds {
     }
 }
 
+/// Joins a command's arguments into one line as `ps` shows it, but
+/// losslessly: when there are several arguments, one holding whitespace or a
+/// quote is single-quoted as a shell would (`--password 'my secret'`), so
+/// [`split_args`] gives the arguments back and redaction can hide a whole
+/// value. A single argument (a title set with setproctitle, "nginx: worker
+/// process") is kept as it is.
+pub fn join_args<S: AsRef<str>>(args: &[S]) -> String {
+    if args.len() == 1 {
+        return args[0].as_ref().to_string();
+    }
+    let mut out = String::new();
+    for (i, a) in args.iter().enumerate() {
+        let a = a.as_ref();
+        if i > 0 {
+            out.push(' ');
+        }
+        let plain = !a.is_empty()
+            && !a
+                .chars()
+                .any(|c| c.is_whitespace() || c == '\'' || c == '"' || c == '\\');
+        if plain {
+            out.push_str(a);
+        } else {
+            out.push('\'');
+            out.push_str(&a.replace('\'', "'\\''"));
+            out.push('\'');
+        }
+    }
+    out
+}
+
+/// The arguments of a line made by [`join_args`]: split at spaces outside
+/// single quotes, `'\''` being a quote inside a quoted argument.
+pub fn split_args(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_arg = false;
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' if quoted => quoted = false,
+            '\'' => {
+                quoted = true;
+                in_arg = true;
+            }
+            '\\' if !quoted && chars.peek() == Some(&'\'') => {
+                cur.push('\'');
+                chars.next();
+            }
+            ' ' if !quoted => {
+                if in_arg {
+                    out.push(std::mem::take(&mut cur));
+                    in_arg = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_arg = true;
+            }
+        }
+    }
+    if in_arg {
+        out.push(cur);
+    }
+    out
+}
+
 /// One process. Its identity is (pid, start_time): pids are reused.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Process {
@@ -79,8 +147,9 @@ pub struct Process {
     /// Start time in clock ticks after boot (field 22 of /proc/PID/stat).
     pub start_time: u64,
     pub comm: String,
-    /// Arguments joined by spaces. May hold secrets: redact before it leaves
-    /// the host.
+    /// Arguments joined by spaces ([`join_args`]: an argument with spaces
+    /// or quotes is single-quoted when there are several). May hold
+    /// secrets: redact before it leaves the host.
     pub cmdline: String,
     pub uid: u32,
     /// Network namespace (nsfs inode); 0 when it could not be read.
@@ -115,6 +184,28 @@ impl Process {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn args_join_losslessly_and_split_back() {
+        let cases: &[&[&str]] = &[
+            &["app", "--password", "my secret", "-v"],
+            &["a", "it's", "\"q\"", "", "x\\y"],
+            &["nginx: worker process"],
+            &["/bin/sleep", "100"],
+        ];
+        for args in cases {
+            let line = join_args(args);
+            if args.len() > 1 {
+                assert_eq!(split_args(&line), *args, "{line}");
+            }
+        }
+        assert_eq!(join_args(&["app", "my secret"]), "app 'my secret'");
+        assert_eq!(join_args(&["/bin/sleep", "100"]), "/bin/sleep 100");
+        assert_eq!(
+            join_args(&["nginx: worker process"]),
+            "nginx: worker process"
+        );
+    }
 
     #[test]
     fn classify_link_targets() {

@@ -131,11 +131,18 @@ pub fn parse_limits(buf: &[u8]) -> Result<FdLimits, ParseError> {
 /// Kernel threads and zombies have an empty cmdline.
 pub fn cmdline_to_string(buf: &[u8]) -> String {
     let end = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    let mut s = String::from_utf8_lossy(&buf[..end]).into_owned();
-    if s.contains('\0') {
-        s = s.replace('\0', " ");
+    let s = String::from_utf8_lossy(&buf[..end]);
+    if !s.contains('\0') {
+        return s.into_owned();
     }
-    s
+    // Arguments with spaces are quoted so redaction can hide a whole value
+    // (sockleak_model::process::join_args). A title padded with NULs
+    // (setproctitle) is one argument followed by empty ones.
+    let args: Vec<&str> = s.split('\0').collect();
+    if args.iter().skip(1).all(|a| a.is_empty()) {
+        return args[0].to_string();
+    }
+    sockleak_model::process::join_args(&args)
 }
 
 fn fields(v: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -232,6 +239,10 @@ Max open files            1024                 524288               files     \n
             "nginx: worker"
         );
         assert_eq!(cmdline_to_string(b""), "");
+        assert_eq!(
+            cmdline_to_string(b"redis-cli\x00-a\x00my secret\x00"),
+            "redis-cli -a 'my secret'"
+        );
         assert_eq!(cmdline_to_string(b"\x00\x00"), "");
     }
 }

@@ -126,7 +126,8 @@ impl Track {
 pub fn run(args: &RunArgs, style: Style) -> Result<u8> {
     let mut json_out = match &args.json {
         Some(path) => Some(
-            std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?,
+            crate::output::private_file(path)
+                .with_context(|| format!("create {}", path.display()))?,
         ),
         None => None,
     };

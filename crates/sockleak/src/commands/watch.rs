@@ -166,7 +166,7 @@ pub fn run(args: &WatchArgs, style: Style) -> Result<u8> {
     };
     let mut record = match &args.record {
         Some(p) => Some(BufWriter::new(
-            File::create(p).with_context(|| format!("create {}", p.display()))?,
+            crate::output::private_file(p).with_context(|| format!("create {}", p.display()))?,
         )),
         None => None,
     };

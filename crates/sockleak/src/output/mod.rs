@@ -28,6 +28,34 @@ pub fn netns_label(snap: &Snapshot, id: u64) -> String {
     }
 }
 
+/// Opens a file that will hold every process's command line (a `watch
+/// --record` recording, a `run --json` report) for writing: created with
+/// mode 0600, an existing one truncated and made 0600, and never through a
+/// symlink at the path (O_NOFOLLOW: another user's link in /tmp must not
+/// redirect root's write).
+pub fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::new(
+                    e.kind(),
+                    "it is a symlink; sockleak does not write through one",
+                )
+            } else {
+                e
+            }
+        })?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
 /// Cuts `s` to `max` characters, marking the cut with '…'.
 pub fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {

@@ -285,3 +285,61 @@ fn watch_stops_on_sigterm_and_keeps_the_recording() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn recordings_are_private_and_never_written_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("private");
+    // A recording holds every process's command line: mode 0600, also when
+    // the file existed with a wider mode.
+    let rec = dir.join("r.jsonl");
+    std::fs::write(&rec, "old").expect("pre-existing file");
+    std::fs::set_permissions(&rec, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let rec_s = rec.to_str().expect("utf-8").to_string();
+    let (code, _, err) = run(&["watch", "--jsonl", "--count", "1", "--record", &rec_s]);
+    assert_eq!(code, 0, "{err}");
+    let mode = std::fs::metadata(&rec).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "recording mode {mode:o}");
+    assert!(std::fs::read_to_string(&rec)
+        .expect("read")
+        .contains("sockleak.watch/v1"));
+
+    // A symlink at the path (another user's trap in /tmp) is refused, and
+    // its target is left alone.
+    let target = dir.join("target");
+    std::fs::write(&target, "keep").expect("target");
+    let link = dir.join("link.jsonl");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let link_s = link.to_str().expect("utf-8").to_string();
+    let (code, _, err) = run(&["watch", "--jsonl", "--count", "1", "--record", &link_s]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("symlink"), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).expect("target"), "keep");
+    let report = dir.join("run.json");
+    let report_link = dir.join("run-link.json");
+    std::os::unix::fs::symlink(&target, &report_link).expect("symlink");
+    let (code, _, err) = run(&[
+        "run",
+        "--json",
+        report_link.to_str().expect("utf-8"),
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(std::fs::read_to_string(&target).expect("target"), "keep");
+    let (code, _, err) = run(&[
+        "run",
+        "--json",
+        report.to_str().expect("utf-8"),
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mode = std::fs::metadata(&report)
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "run report mode {mode:o}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
