@@ -2,14 +2,15 @@
 //! `sockleak watch --record FILE` (or saved `--jsonl` output) for an incident
 //! report: the time span, every finding seen with its peak, rate and
 //! forecast, the processes whose counts changed most, and an SVG chart of
-//! counts over time per process and state.
+//! counts over time per process and state, with a marker where each finding
+//! started and ended.
 
 use crate::exit;
 use crate::output::jsonl::WATCH_SCHEMA;
 use crate::output::plain::human_interval;
 use crate::output::rfc3339;
 use crate::output::style::Style;
-use crate::output::svg::{self, Chart, Panel, Series};
+use crate::output::svg::{self, Chart, Grid, Marker, Panel, Series};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::Value;
@@ -109,6 +110,24 @@ struct FindingRec {
     max_rate: Option<f64>,
     min_eta: Option<u64>,
     active: bool,
+    /// When it was present, for the chart's markers: (start, end); the end
+    /// is the first sample without it, `None` while it lasted to the end.
+    spans: Vec<(u64, Option<u64>)>,
+}
+
+impl FindingRec {
+    /// Opens a span at `t` unless one is open.
+    fn present(&mut self, t: u64) {
+        if self.spans.last().is_none_or(|s| s.1.is_some()) {
+            self.spans.push((t, None));
+        }
+    }
+
+    fn gone(&mut self, t: u64) {
+        if let Some(s) = self.spans.last_mut().filter(|s| s.1.is_none()) {
+            s.1 = Some(t);
+        }
+    }
 }
 
 /// What a recording holds.
@@ -119,6 +138,11 @@ struct Recording {
     times: Vec<u64>,
     procs: BTreeMap<(u64, u64), ProcRec>,
     host: ProcRec,
+    /// The recording was made with a filter (--pid, --port, ...): the host
+    /// panel then sums the processes recorded, not the whole host.
+    filtered: bool,
+    /// The TCP states of the recorded processes, summed per sample.
+    shown: ProcRec,
     findings: BTreeMap<String, FindingRec>,
     bad_lines: usize,
 }
@@ -148,12 +172,17 @@ impl Recording {
         if self.hostname.is_none() {
             self.hostname = doc["host"]["hostname"].as_str().map(str::to_string);
         }
+        self.filtered |= doc["host"]["filtered"].as_bool().unwrap_or(false);
         if let Some(i) = doc["interval_ms"].as_u64() {
             self.interval_ms = i;
         }
         self.times.push(t);
         self.host.push(t, counts(&doc["totals"]["states"]));
+        let mut shown: BTreeMap<String, f64> = BTreeMap::new();
         for p in doc["processes"].as_array().into_iter().flatten() {
+            for (k, v) in counts(&p["states"]) {
+                *shown.entry(k).or_insert(0.0) += v;
+            }
             let (Some(pid), Some(start)) = (p["pid"].as_u64(), p["start_time"].as_u64()) else {
                 continue;
             };
@@ -171,6 +200,7 @@ impl Recording {
                 rec.worst = rec.worst.max(Some(s));
             }
         }
+        self.shown.push(t, shown);
         let f = &doc["findings"];
         for x in f["new"]
             .as_array()
@@ -197,7 +227,9 @@ impl Recording {
                     max_rate: None,
                     min_eta: None,
                     active: true,
+                    spans: Vec::new(),
                 });
+            rec.present(t);
             rec.severity = rec.severity.max(severity);
             rec.last_ms = t;
             rec.active = true;
@@ -216,6 +248,7 @@ impl Recording {
             if let Some(rec) = x["id"].as_str().and_then(|id| self.findings.get_mut(id)) {
                 rec.active = false;
                 rec.last_ms = t;
+                rec.gone(t);
             }
         }
         true
@@ -422,19 +455,109 @@ fn series_of(p: &ProcRec) -> Vec<Series> {
     v
 }
 
+/// The colour of a finding's markers.
+fn severity_color(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical => "#d62728",
+        Severity::Warning => "#ff7f0e",
+        Severity::Info => "#1f77b4",
+    }
+}
+
+/// The host grid: one small panel per TCP state that was ever non-zero
+/// (LISTEN left out), each on its own scale, so 30 000 TIME_WAIT do not
+/// flatten 40 CLOSE_WAIT. A filtered recording sums its processes instead
+/// of the whole host, so the grid shows what the filter asked about.
+fn host_grid(rec: &Recording, markers: &[Marker]) -> Grid {
+    let (src, key, title) = if rec.filtered {
+        (
+            &rec.shown,
+            "processes shown",
+            "processes shown (the recording was filtered): TCP sockets by state, each on its \
+             own scale",
+        )
+    } else {
+        (
+            &rec.host,
+            "host",
+            "host: TCP sockets by state, each on its own scale",
+        )
+    };
+    let panels = series_of(src)
+        .into_iter()
+        .filter(|s| !s.label.starts_with("fds"))
+        .map(|s| {
+            let last = s.points.last().map_or(0.0, |p| p.1);
+            let peak = s.points.iter().map(|p| p.1).fold(0.0f64, f64::max);
+            Panel {
+                title: format!("{} (last {last}, peak {peak})", s.label),
+                key: key.to_string(),
+                series: vec![s],
+                markers: markers.to_vec(),
+            }
+        })
+        .collect();
+    Grid {
+        title: title.to_string(),
+        panels,
+    }
+}
+
 fn chart(rec: &Recording, path: &Path, top: usize) -> Chart {
     let (t0, t1) = (
         rec.times.first().copied().unwrap_or(0),
         rec.times.last().copied().unwrap_or(0),
     );
-    let mut panels = vec![Panel {
-        title: "host: TCP sockets by state".to_string(),
-        series: series_of(&rec.host),
-    }];
-    for ((pid, _), p) in ranked(rec).into_iter().take(top) {
+    let shown: Vec<(&(u64, u64), &ProcRec)> = ranked(rec).into_iter().take(top).collect();
+    // Findings in the order they began, numbered; each marks its process's
+    // panel, or the host grid when it has no process or no panel.
+    let mut order: Vec<&FindingRec> = rec.findings.values().collect();
+    order.sort_by_key(|f| (f.spans.first().map_or(f.first_ms, |s| s.0), f.kind.clone()));
+    let mut lines = Vec::new();
+    let mut host_markers = Vec::new();
+    let mut proc_markers: BTreeMap<u64, Vec<Marker>> = BTreeMap::new();
+    for (i, f) in order.iter().enumerate() {
+        let n = (i + 1).to_string();
+        let who = match (&f.comm, f.pid) {
+            (Some(c), Some(p)) => format!("{c} (pid {p})"),
+            (None, Some(p)) => format!("pid {p}"),
+            _ => "host".to_string(),
+        };
+        let when: Vec<String> = f
+            .spans
+            .iter()
+            .map(|(a, b)| match b {
+                Some(b) => format!("{} to {}", clock(*a), clock(*b)),
+                None => format!("{} to the end (still active)", clock(*a)),
+            })
+            .collect();
+        let what = format!("{} {} {who}", f.severity.as_str().to_uppercase(), f.kind);
+        lines.push(format!("{n}  {what}: {} UTC", when.join(", ")));
+        let has_panel = f
+            .pid
+            .is_some_and(|p| shown.iter().any(|((pid, _), _)| *pid == p));
+        for (a, b) in &f.spans {
+            let m = Marker {
+                label: n.clone(),
+                color: severity_color(f.severity),
+                start_ms: *a,
+                end_ms: *b,
+                title: format!("{n} {what}"),
+            };
+            match f.pid.filter(|_| has_panel) {
+                Some(p) => proc_markers.entry(p).or_default().push(m),
+                None => host_markers.push(m),
+            }
+        }
+    }
+    let mut panels = Vec::new();
+    for ((pid, _), p) in shown {
+        let title = format!("{} (pid {pid})", p.comm);
         panels.push(Panel {
-            title: format!("{} (pid {pid})", p.comm),
+            key: title.clone(),
+            title,
             series: series_of(p),
+            markers: proc_markers.get(pid).cloned().unwrap_or_default(),
         });
     }
     Chart {
@@ -447,7 +570,7 @@ fn chart(rec: &Recording, path: &Path, top: usize) -> Chart {
             rec.hostname.as_deref().unwrap_or("?")
         ),
         subtitle: format!(
-            "{} to {} ({}), {} samples every {}",
+            "{} to {} ({}), {} samples every {}; times are UTC",
             rfc3339(t0),
             rfc3339(t1),
             span_text(t1.saturating_sub(t0)),
@@ -456,6 +579,8 @@ fn chart(rec: &Recording, path: &Path, top: usize) -> Chart {
         ),
         t0_ms: t0,
         t1_ms: t1,
+        findings: lines,
+        host: Some(host_grid(rec, &host_markers)),
         panels,
     }
 }
@@ -480,4 +605,242 @@ pub fn run(args: &ReportArgs, style: Style) -> Result<u8> {
     }
     exit::write_stdout(text(&rec, &args.file, svg_path.as_deref(), args.top, style).as_bytes())?;
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The chart of made-up recordings, read back as XML.
+    use super::*;
+    use serde_json::json;
+
+    /// 2026-11-22T18:44:32Z.
+    const T0: u64 = 1_795_373_072_000;
+    const EVERY: u64 = 2000;
+
+    /// A recording of `n` samples; `line(i)` gives sample `i`'s processes,
+    /// host states and findings (new, changed, resolved).
+    fn recording(n: u64, filtered: bool, line: impl Fn(u64) -> Value) -> Recording {
+        let mut rec = Recording::default();
+        for i in 0..n {
+            let mut doc = line(i);
+            doc["schema"] = json!(WATCH_SCHEMA);
+            doc["time_ms"] = json!(T0 + i * EVERY);
+            doc["interval_ms"] = json!(EVERY);
+            if i == 0 {
+                doc["host"] = json!({"hostname": "testhost", "filtered": filtered});
+            }
+            assert!(rec.add_line(&doc), "line {i}");
+        }
+        rec
+    }
+
+    fn java(i: u64) -> Value {
+        json!({"pid": 4242, "start_time": 1, "comm": "java",
+               "states": {"CLOSE_WAIT": 3 * i}, "fd_count": 10 + 3 * i})
+    }
+
+    fn finding(id: &str, kind: &str, pid: Option<u64>) -> Value {
+        let mut f = json!({"id": id, "kind": kind, "severity": "warning", "count": 1,
+                           "summary": "s", "advice": "a"});
+        if let Some(p) = pid {
+            f["pid"] = json!(p);
+            f["comm"] = json!("java");
+        }
+        f
+    }
+
+    fn svg_of(rec: &Recording) -> String {
+        svg::render(&chart(rec, Path::new("rec.jsonl"), 6))
+    }
+
+    fn panel<'a, 'i>(doc: &'a roxmltree::Document<'i>, key: &str) -> Vec<roxmltree::Node<'a, 'i>> {
+        doc.descendants()
+            .filter(|n| n.attribute("data-panel") == Some(key))
+            .collect()
+    }
+
+    /// The (x, y) points of the polyline `series` in `g`.
+    fn points(g: roxmltree::Node, series: &str) -> Vec<(f64, f64)> {
+        let line = g
+            .descendants()
+            .find(|n| n.attribute("data-series") == Some(series))
+            .unwrap_or_else(|| panic!("no series {series}"));
+        line.attribute("points")
+            .unwrap_or("")
+            .split_whitespace()
+            .map(|p| {
+                let (x, y) = p.split_once(',').expect("x,y");
+                (x.parse().expect("x"), y.parse().expect("y"))
+            })
+            .collect()
+    }
+
+    fn x1(n: roxmltree::Node) -> f64 {
+        n.attribute("x1").and_then(|v| v.parse().ok()).expect("x1")
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 0.11
+    }
+
+    #[test]
+    fn the_x_axis_shows_the_recordings_wall_clock_times_in_utc() {
+        let rec = recording(10, false, |i| json!({"processes": [java(i)]}));
+        let svg = svg_of(&rec);
+        let doc = roxmltree::Document::parse(&svg).expect("XML");
+        let g = panel(&doc, "java (pid 4242)")[0];
+        let ticks: Vec<(u64, &str)> = g
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("x-tick"))
+            .map(|n| {
+                let t = n.attribute("data-t-ms").and_then(|v| v.parse().ok());
+                (t.expect("data-t-ms"), n.text().unwrap_or(""))
+            })
+            .collect();
+        // 18:44:32 to 18:44:50: a tick every 5 s, on round times.
+        let labels: Vec<&str> = ticks.iter().map(|t| t.1).collect();
+        assert_eq!(labels, ["18:44:35", "18:44:40", "18:44:45", "18:44:50"]);
+        assert_eq!(ticks[1].0, T0 + 8000);
+        // 18:44:40 is sample 4: the tick sits under that point.
+        let pts = points(g, "java (pid 4242) CLOSE_WAIT");
+        let tick_x = g
+            .descendants()
+            .find(|n| n.attribute("data-t-ms") == Some(&(T0 + 8000).to_string()))
+            .and_then(|n| n.attribute("x")?.parse::<f64>().ok())
+            .expect("x");
+        assert!(close(tick_x, pts[4].0), "{tick_x} vs {:?}", pts[4]);
+        assert!(svg.contains("times are UTC"));
+    }
+
+    #[test]
+    fn markers_show_where_each_finding_started_and_ended() {
+        let leak = "close_wait_leak/4242@1/-/server/127.0.0.1:9530/-";
+        let tw = "time_wait_pressure/-@-/1/client/-/127.0.0.1:5432";
+        let rec = recording(9, false, |i| {
+            let mut f = json!({"new": [], "changed": [], "resolved": []});
+            match i {
+                3 => f["new"] = json!([finding(leak, "close_wait_leak", Some(4242))]),
+                4 => f["changed"] = json!([finding(leak, "close_wait_leak", Some(4242))]),
+                6 => f["resolved"] = json!([{"id": leak, "kind": "close_wait_leak"}]),
+                5 => f["new"] = json!([finding(tw, "time_wait_pressure", None)]),
+                _ => {}
+            }
+            json!({"processes": [java(i)], "findings": f,
+                   "totals": {"states": {"TIME_WAIT": 10 * i, "CLOSE_WAIT": 3 * i}}})
+        });
+        let svg = svg_of(&rec);
+        let doc = roxmltree::Document::parse(&svg).expect("XML");
+        let of = |g: roxmltree::Node, class: &str, label: &str| -> Vec<f64> {
+            g.descendants()
+                .filter(|n| {
+                    n.attribute("class") == Some(class)
+                        && n.attribute("data-finding") == Some(label)
+                })
+                .map(x1)
+                .collect()
+        };
+
+        // 1: the leak, in java's panel, from sample 3 to sample 6.
+        let g = panel(&doc, "java (pid 4242)")[0];
+        let pts = points(g, "java (pid 4242) CLOSE_WAIT");
+        let start = of(g, "finding-start", "1");
+        let end = of(g, "finding-end", "1");
+        assert!(
+            start.len() == 1 && close(start[0], pts[3].0),
+            "{start:?} {pts:?}"
+        );
+        assert!(end.len() == 1 && close(end[0], pts[6].0), "{end:?} {pts:?}");
+        assert!(
+            of(g, "finding-start", "2").is_empty(),
+            "the host finding is not java's"
+        );
+
+        // 2: TIME_WAIT pressure, no process: in the host panels, from sample
+        // 5, still active at the end: no end marker.
+        let host = panel(&doc, "host");
+        assert_eq!(host.len(), 2, "CLOSE_WAIT and TIME_WAIT");
+        for g in host {
+            let label = g
+                .descendants()
+                .find_map(|n| n.attribute("data-series"))
+                .expect("series");
+            let pts = points(g, label);
+            let start = of(g, "finding-start", "2");
+            assert!(
+                start.len() == 1 && close(start[0], pts[5].0),
+                "{start:?} {pts:?}"
+            );
+            assert!(of(g, "finding-end", "2").is_empty(), "still active: no end");
+        }
+        let list: Vec<&str> = doc
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("finding"))
+            .filter_map(|n| n.text())
+            .collect();
+        assert_eq!(
+            list,
+            [
+                "1  WARNING close_wait_leak java (pid 4242): 18:44:38 to 18:44:44 UTC",
+                "2  WARNING time_wait_pressure host: 18:44:42 to the end (still active) UTC",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_large_time_wait_count_does_not_flatten_the_host_close_wait_line() {
+        let rec = recording(10, false, |i| {
+            json!({"processes": [java(i)],
+                   "totals": {"states": {"TIME_WAIT": 30_000, "CLOSE_WAIT": 4 * i}}})
+        });
+        let svg = svg_of(&rec);
+        let doc = roxmltree::Document::parse(&svg).expect("XML");
+        let g = panel(&doc, "host")
+            .into_iter()
+            .find(|g| {
+                g.descendants()
+                    .any(|n| n.attribute("data-series") == Some("host CLOSE_WAIT"))
+            })
+            .expect("a host CLOSE_WAIT panel");
+        let plot = g
+            .descendants()
+            .find(|n| n.attribute("class") == Some("plot"))
+            .expect("plot");
+        let h: f64 = plot
+            .attribute("height")
+            .and_then(|v| v.parse().ok())
+            .expect("h");
+        let ys: Vec<f64> = points(g, "host CLOSE_WAIT").iter().map(|p| p.1).collect();
+        let span = ys.iter().copied().fold(f64::MIN, f64::max)
+            - ys.iter().copied().fold(f64::MAX, f64::min);
+        assert!(span >= 0.8 * h, "CLOSE_WAIT 0..36 spans {span} of {h}");
+    }
+
+    #[test]
+    fn a_filtered_recordings_host_panel_sums_the_processes_it_kept() {
+        let rec = recording(6, true, |i| {
+            json!({"processes": [java(i)],
+                   "totals": {"states": {"TIME_WAIT": 30_000, "CLOSE_WAIT": 3 * i + 50}}})
+        });
+        let svg = svg_of(&rec);
+        let doc = roxmltree::Document::parse(&svg).expect("XML");
+        let series: Vec<&str> = doc
+            .descendants()
+            .filter_map(|n| n.attribute("data-series"))
+            .collect();
+        assert!(series.contains(&"processes shown CLOSE_WAIT"), "{series:?}");
+        assert!(
+            !series
+                .iter()
+                .any(|s| s.contains("TIME_WAIT") || s.starts_with("host ")),
+            "the host's other sockets are not what the filter asked about: {series:?}"
+        );
+        // java's own counts, not the host's 50 more.
+        let g = panel(&doc, "processes shown")[0];
+        let title = g
+            .descendants()
+            .find(|n| n.has_tag_name("text"))
+            .and_then(|n| n.text())
+            .unwrap_or("");
+        assert_eq!(title, "CLOSE_WAIT (last 15, peak 15)");
+    }
 }

@@ -164,7 +164,7 @@ fn report_partial(snap: &Snapshot) {
 }
 
 /// uid → user name from /etc/passwd, as `ps` shows; empty when unreadable.
-fn read_users() -> HashMap<u32, String> {
+pub(crate) fn read_users() -> HashMap<u32, String> {
     let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     text.lines()
         .filter_map(|l| {

@@ -376,7 +376,8 @@ fn run_tui(
     report_new_partial(&first.partial, &mut said);
     check_first(&first)?;
     let mut app = App::new(Watcher::new(s.cfg.clone()), s.filter.clone(), s.interval_ms)
-        .hiding(std::process::id());
+        .hiding(std::process::id())
+        .with_users(super::scan::read_users());
     let interval_ms = s.interval_ms;
     let mut first_line = true;
     let mut sink = record.map(|r| {

@@ -8,7 +8,7 @@ use super::Event;
 use sockleak_model::age;
 use sockleak_model::blame::ProcessIndex;
 use sockleak_model::enrich::{Observation, ProcessView, Watcher};
-use sockleak_model::findings::{Finding, Severity};
+use sockleak_model::findings::{Finding, FindingKey, Severity};
 use sockleak_model::group::ListenerIndex;
 use sockleak_model::history::{series_key, ProcKey, SeriesKey};
 use sockleak_model::trend::{self, Verdict};
@@ -23,6 +23,15 @@ pub type Sparks = (Vec<u64>, Vec<u64>);
 pub enum View {
     Table,
     Detail,
+}
+
+/// What the table lists; Tab switches. Findings without a process (TIME_WAIT
+/// port pressure, orphans, accept queues of unowned listeners) live only in
+/// the findings pane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pane {
+    Processes,
+    Findings,
 }
 
 /// Table order; `s` cycles through them.
@@ -95,6 +104,21 @@ pub struct App {
     /// user moves it; `g`/Home goes back to following.
     pub follow_top: bool,
     pub sort: SortKey,
+    /// `r`: the sort order turned around.
+    pub reverse: bool,
+    pub pane: Pane,
+    /// The finding selected in the findings pane.
+    pub selected_finding: Option<FindingKey>,
+    /// `a`: also list the processes the model leaves out (no TCP sockets,
+    /// fds unchanged during the session, no finding, under half their limit).
+    pub show_idle: bool,
+    /// How many processes of the shown snapshot are left out that way.
+    pub idle_count: usize,
+    /// Views of those processes, built only while `show_idle` is on; `rows`
+    /// index past `obs.processes` into here.
+    idle: Vec<ProcessView>,
+    /// uid → user name for the USER column (uid itself when unknown).
+    users: HashMap<u32, String>,
     pub filter_text: String,
     pub editing: bool,
     pub view: View,
@@ -127,6 +151,13 @@ impl App {
             selected: None,
             follow_top: true,
             sort: SortKey::Severity,
+            reverse: false,
+            pane: Pane::Processes,
+            selected_finding: None,
+            show_idle: false,
+            idle_count: 0,
+            idle: Vec::new(),
+            users: HashMap::new(),
             filter_text: String::new(),
             editing: false,
             view: View::Table,
@@ -147,6 +178,20 @@ impl App {
     pub fn hiding(mut self, pid: u32) -> App {
         self.hide_pid = Some(pid);
         self
+    }
+
+    /// User names for the USER column, as `ps` shows them.
+    pub fn with_users(mut self, users: HashMap<u32, String>) -> App {
+        self.users = users;
+        self
+    }
+
+    /// The USER column of `uid`: its name, or the number as `ps` does.
+    pub fn user(&self, uid: u32) -> String {
+        self.users
+            .get(&uid)
+            .cloned()
+            .unwrap_or_else(|| uid.to_string())
     }
 
     pub fn mode(&self) -> Mode {
@@ -188,9 +233,56 @@ impl App {
         if self.paused {
             self.pending = Some((snap, obs));
         } else {
-            self.snapshot = Some(snap);
-            self.obs = Some(obs);
-            self.refresh_rows();
+            self.show(snap, obs);
+        }
+    }
+
+    /// Makes `snap` and `obs` the shown ones.
+    fn show(&mut self, snap: Snapshot, obs: Observation) {
+        self.snapshot = Some(snap);
+        self.obs = Some(obs);
+        self.refresh_idle();
+        self.refresh_rows();
+    }
+
+    /// Counts the processes the model left out of the shown observation and,
+    /// while they are asked for, builds their rows: no TCP sockets (else the
+    /// model would list them), so only their fds are known.
+    fn refresh_idle(&mut self) {
+        self.idle.clear();
+        self.idle_count = 0;
+        let (Some(snap), Some(obs)) = (&self.snapshot, &self.obs) else {
+            return;
+        };
+        let listed: HashSet<ProcKey> = obs.processes.iter().map(|p| p.key).collect();
+        for p in &snap.processes {
+            let key = ProcKey {
+                pid: p.pid,
+                start_time: p.start_time,
+            };
+            if Some(p.pid) == self.hide_pid || listed.contains(&key) {
+                continue;
+            }
+            self.idle_count += 1;
+            if self.show_idle {
+                self.idle.push(ProcessView {
+                    key,
+                    comm: p.comm.clone(),
+                    cmdline: p.cmdline.clone(),
+                    uid: p.uid,
+                    netns: p.netns,
+                    fd_count: p.fd_count,
+                    fd_limit: p.fd_limit,
+                    fds: p.fds,
+                    states: Default::default(),
+                    delta: None,
+                    close_wait_rate_per_min: None,
+                    fd_rate_per_min: None,
+                    eta_s: None,
+                    severity: None,
+                    leaking: false,
+                });
+            }
         }
     }
 
@@ -199,6 +291,7 @@ impl App {
             Action::Quit => self.quit = true,
             Action::ToggleHelp => self.help = !self.help,
             Action::Move(n) => match self.view {
+                View::Table if self.pane == Pane::Findings => self.move_finding(n),
                 View::Table => {
                     self.follow_top = false;
                     self.move_selection(n);
@@ -209,16 +302,28 @@ impl App {
                 }
             },
             Action::Top => match self.view {
+                View::Table if self.pane == Pane::Findings => self.select_finding(0),
                 View::Table => {
                     self.follow_top = true;
                     self.select_index(0);
                 }
                 View::Detail => self.detail_scroll = 0,
             },
+            Action::Bottom if self.pane == Pane::Findings => {
+                if self.view == View::Table {
+                    self.select_finding(usize::MAX);
+                }
+            }
             Action::Bottom => {
                 if self.view == View::Table {
                     self.follow_top = false;
                     self.select_index(self.rows.len().saturating_sub(1));
+                }
+            }
+            Action::Open if self.pane == Pane::Findings => {
+                if self.selected_finding_view().is_some() {
+                    self.view = View::Detail;
+                    self.detail_scroll = 0;
                 }
             }
             Action::Open => {
@@ -239,6 +344,23 @@ impl App {
                 self.sort = self.sort.next();
                 self.refresh_rows();
             }
+            Action::ReverseSort => {
+                self.reverse = !self.reverse;
+                self.refresh_rows();
+            }
+            Action::SwitchPane => {
+                self.pane = match self.pane {
+                    Pane::Processes => Pane::Findings,
+                    Pane::Findings => Pane::Processes,
+                };
+                self.view = View::Table;
+                self.refresh_rows();
+            }
+            Action::ToggleIdle => {
+                self.show_idle = !self.show_idle;
+                self.refresh_idle();
+                self.refresh_rows();
+            }
             Action::TogglePause => {
                 self.paused = !self.paused;
                 self.frozen = self.paused.then(|| {
@@ -248,9 +370,7 @@ impl App {
                         .collect()
                 });
                 if let Some((s, o)) = self.pending.take().filter(|_| !self.paused) {
-                    self.snapshot = Some(s);
-                    self.obs = Some(o);
-                    self.refresh_rows();
+                    self.show(s, o);
                 }
             }
             Action::StartFilter => self.editing = true,
@@ -274,14 +394,78 @@ impl App {
 
     /// The processes in table order.
     pub fn rows(&self) -> Vec<&ProcessView> {
-        match &self.obs {
-            Some(o) => self
-                .rows
-                .iter()
-                .filter_map(|i| o.processes.get(*i))
-                .collect(),
-            None => Vec::new(),
+        self.rows
+            .iter()
+            .filter_map(|i| self.process_at(*i))
+            .collect()
+    }
+
+    /// Listed processes, then (while shown) the idle ones.
+    fn process_at(&self, i: usize) -> Option<&ProcessView> {
+        let listed = self.obs.as_ref().map_or(&[][..], |o| &o.processes[..]);
+        match i.checked_sub(listed.len()) {
+            None => listed.get(i),
+            Some(j) => self.idle.get(j),
         }
+    }
+
+    /// The findings pane: every current finding (those without a process
+    /// too), most severe first, narrowed by the text filter.
+    pub fn findings(&self) -> Vec<&Finding> {
+        let Some(obs) = &self.obs else {
+            return Vec::new();
+        };
+        let needle = self.filter_text.to_lowercase();
+        obs.findings
+            .iter()
+            .filter(|f| {
+                needle.is_empty()
+                    || f.kind.as_str().contains(&needle)
+                    || f.comm
+                        .as_deref()
+                        .is_some_and(|c| c.to_lowercase().contains(&needle))
+                    || f.pid.is_some_and(|p| p.to_string() == needle)
+                    || f.summary.to_lowercase().contains(&needle)
+            })
+            .collect()
+    }
+
+    /// Findings that belong to no process (host, namespace, orphans).
+    pub fn host_findings(&self) -> usize {
+        self.obs
+            .as_ref()
+            .map_or(0, |o| o.findings.iter().filter(|f| f.pid.is_none()).count())
+    }
+
+    pub fn selected_finding_index(&self) -> Option<usize> {
+        let sel = self.selected_finding.as_ref()?;
+        self.findings().iter().position(|f| &f.key() == sel)
+    }
+
+    pub fn selected_finding_view(&self) -> Option<&Finding> {
+        let sel = self.selected_finding.as_ref()?;
+        self.obs.as_ref()?.findings.iter().find(|f| &f.key() == sel)
+    }
+
+    /// Selects the `i`th finding of the pane (clamped).
+    fn select_finding(&mut self, i: usize) {
+        let list = self.findings();
+        let key = list
+            .get(i.min(list.len().saturating_sub(1)))
+            .map(|f| f.key());
+        if key.is_some() {
+            self.selected_finding = key;
+        }
+    }
+
+    fn move_finding(&mut self, n: i32) {
+        let len = self.findings().len();
+        if len == 0 {
+            return;
+        }
+        let cur = self.selected_finding_index().unwrap_or(0) as i64;
+        let next = (cur + i64::from(n)).clamp(0, len as i64 - 1) as usize;
+        self.select_finding(next);
     }
 
     /// The newest observation and its filtered snapshot, shown or (while
@@ -300,7 +484,12 @@ impl App {
 
     pub fn selected_view(&self) -> Option<&ProcessView> {
         let sel = self.selected?;
-        self.obs.as_ref()?.processes.iter().find(|p| p.key == sel)
+        self.obs
+            .as_ref()?
+            .processes
+            .iter()
+            .chain(self.idle.iter())
+            .find(|p| p.key == sel)
     }
 
     fn select_index(&mut self, i: usize) {
@@ -328,8 +517,8 @@ impl App {
             return;
         };
         let needle = self.filter_text.to_lowercase();
-        let mut rows: Vec<usize> = obs
-            .processes
+        let all: Vec<&ProcessView> = obs.processes.iter().chain(self.idle.iter()).collect();
+        let mut rows: Vec<usize> = all
             .iter()
             .enumerate()
             .filter(|(_, p)| {
@@ -341,10 +530,10 @@ impl App {
             .map(|(i, _)| i)
             .collect();
         let sort = self.sort;
-        rows.sort_by(|a, b| {
-            let (pa, pb) = (&obs.processes[*a], &obs.processes[*b]);
-            compare(pa, pb, sort)
-        });
+        rows.sort_by(|a, b| compare(all[*a], all[*b], sort));
+        if self.reverse {
+            rows.reverse();
+        }
         self.rows = rows;
         let still_there = self
             .selected
@@ -353,7 +542,16 @@ impl App {
         let follow = self.follow_top && self.view == View::Table;
         if !still_there || follow {
             self.selected = self.rows().first().map(|p| p.key);
-            if self.selected.is_none() {
+            if self.selected.is_none() && self.pane == Pane::Processes {
+                self.view = View::Table;
+            }
+        }
+        // The findings pane keeps its selection while the finding lasts; its
+        // detail view keeps it even then (and says it is gone).
+        let reading = self.pane == Pane::Findings && self.view == View::Detail;
+        if !reading && self.selected_finding_index().is_none() {
+            self.selected_finding = self.findings().first().map(|f| f.key());
+            if self.selected_finding.is_none() && self.pane == Pane::Findings {
                 self.view = View::Table;
             }
         }

@@ -15,6 +15,11 @@ pub enum Action {
     Open,
     Back,
     CycleSort,
+    ReverseSort,
+    /// Tab: processes ↔ findings.
+    SwitchPane,
+    /// Show or hide the processes without TCP sockets or fd changes.
+    ToggleIdle,
     TogglePause,
     StartFilter,
     FilterChar(char),
@@ -67,6 +72,9 @@ pub fn action(key: KeyEvent, mode: Mode) -> Action {
             }
             KeyCode::Esc | KeyCode::Left | KeyCode::Char('h') | KeyCode::Backspace => Action::Back,
             KeyCode::Char('s') => Action::CycleSort,
+            KeyCode::Char('r') => Action::ReverseSort,
+            KeyCode::Tab | KeyCode::BackTab => Action::SwitchPane,
+            KeyCode::Char('a') => Action::ToggleIdle,
             KeyCode::Char('p') | KeyCode::Char(' ') => Action::TogglePause,
             KeyCode::Char('/') => Action::StartFilter,
             _ => Action::None,
@@ -76,14 +84,23 @@ pub fn action(key: KeyEvent, mode: Mode) -> Action {
 
 /// The key list the help screen shows.
 pub const HELP: &[(&str, &str)] = &[
-    ("↑ ↓  j k", "select a process (scroll in details)"),
+    (
+        "↑ ↓  j k",
+        "select a process or finding (scroll in details)",
+    ),
     ("PgUp PgDn", "move by a page"),
-    ("g G  Home End", "first / last process"),
+    ("g G  Home End", "first / last row"),
     ("Enter → l", "details: groups, oldest sockets, findings"),
     ("Esc ← h", "back to the table (clears the filter there)"),
+    ("Tab", "processes / findings (host-level ones too)"),
     (
         "s",
         "cycle sort: severity, CLOSE_WAIT, fds, growth, pid, name",
+    ),
+    ("r", "reverse the sort order"),
+    (
+        "a",
+        "show / hide processes without TCP sockets or fd changes",
     ),
     ("/", "filter by name, command line or pid; Enter keeps it"),
     ("p  space", "pause / resume the display (sampling goes on)"),
@@ -124,6 +141,20 @@ mod tests {
         assert_eq!(
             action(key(KeyCode::Char('j')), Mode::Detail),
             Action::Move(1)
+        );
+        assert_eq!(action(key(KeyCode::Tab), Mode::Table), Action::SwitchPane);
+        assert_eq!(
+            action(key(KeyCode::Char('r')), Mode::Table),
+            Action::ReverseSort
+        );
+        assert_eq!(
+            action(key(KeyCode::Char('a')), Mode::Table),
+            Action::ToggleIdle
+        );
+        // In the filter they are letters.
+        assert_eq!(
+            action(key(KeyCode::Char('r')), Mode::EditingFilter),
+            Action::FilterChar('r')
         );
     }
 }

@@ -3,16 +3,17 @@
 //! ratatui's `TestBackend` renders each frame at 80×24. Frames are compared
 //! with files in `src/tui/snapshots/`; `UPDATE_SNAPSHOTS=1` rewrites them.
 
-use super::app::{App, View};
+use super::app::{App, Pane, View};
 use super::{render, Event};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use sockleak_model::enrich::{WatchConfig, Watcher};
 use sockleak_model::{
-    Cookie, Endpoint, FdKinds, Filter, HostInfo, Namespace, Owner, Process, Snapshot, Socket,
-    TcpInfo, TcpState,
+    Cookie, Endpoint, FdKinds, Filter, HostInfo, Namespace, Owner, PortRange, Process, Snapshot,
+    Socket, TcpInfo, TcpState,
 };
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
@@ -21,6 +22,10 @@ const T0: u64 = 1_795_373_072_000;
 const INTERVAL: u64 = 2000;
 const JAVA: u32 = 4242;
 const NGINX: u32 = 1234;
+/// Holds no TCP socket and its fds never change: hidden until `a`.
+const SSHD: u32 = 777;
+/// nginx runs in a namespace of its own, named by `ip netns`.
+const WEB_NS: u64 = 4_026_532_999;
 
 fn lo(port: u16) -> Endpoint {
     Endpoint::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
@@ -73,8 +78,9 @@ fn process(pid: u32, comm: &str, cmdline: &str, sockets: u32, pipes: u32) -> Pro
 }
 
 /// Sample `i` of the fixed collector: java leaks three server-side
-/// CLOSE_WAIT sockets per interval on :9530; nginx keeps a stable pool of
-/// eight connections to a backend and more fds than java at first.
+/// CLOSE_WAIT sockets per interval on :9530; nginx (uid 33, no user name
+/// known, in the namespace "web") keeps a stable pool of eight connections
+/// to a backend and more fds than java at first; sshd idles.
 fn sample(i: u64) -> Snapshot {
     let mut sockets = vec![
         sock(1, TcpState::Listen, 9530, 0, JAVA),
@@ -98,9 +104,21 @@ fn sample(i: u64) -> Snapshot {
             NGINX,
         ));
     }
+    for s in sockets
+        .iter_mut()
+        .filter(|s| s.owners.iter().any(|o| o.pid == NGINX))
+    {
+        s.netns = WEB_NS;
+    }
     let mut ns = Namespace::new(1);
     ns.is_own = true;
     ns.scanned = true;
+    let mut web = Namespace::new(WEB_NS);
+    web.name = Some("web".into());
+    web.scanned = true;
+    let mut nginx = process(NGINX, "nginx", "nginx: worker process", 9, 2);
+    nginx.uid = 33;
+    nginx.netns = WEB_NS;
     Snapshot {
         taken_at_ms: T0 + i * INTERVAL,
         host: HostInfo {
@@ -110,10 +128,11 @@ fn sample(i: u64) -> Snapshot {
             uptime_s: 1000.0,
             boot_time_ms: T0 - 1_000_000,
         },
-        namespaces: vec![ns],
+        namespaces: vec![ns, web],
         sockets,
         processes: vec![
-            process(NGINX, "nginx", "nginx: worker process", 9, 2),
+            nginx,
+            process(SSHD, "sshd", "sshd: /usr/sbin/sshd -D", 0, 0),
             process(
                 JAVA,
                 "java",
@@ -124,6 +143,27 @@ fn sample(i: u64) -> Snapshot {
         ],
         ..Snapshot::default()
     }
+}
+
+/// [`sample`], plus 60 TIME_WAIT sockets no process holds, from 127.0.0.1 to
+/// a database at :5432, in a namespace with 100 ephemeral ports: 60 % of
+/// them, a host-level time_wait_pressure warning.
+fn sample_with_time_wait(i: u64) -> Snapshot {
+    let mut snap = sample(i);
+    for ns in snap.namespaces.iter_mut().filter(|n| n.is_own) {
+        ns.ip_local_port_range = Some(PortRange {
+            low: 40_000,
+            high: 40_099,
+        });
+    }
+    for c in 0..60u16 {
+        let mut s = sock(9000 + u64::from(c), TcpState::TimeWait, 40_000 + c, 5432, 0);
+        s.owners.clear();
+        s.inode = 0;
+        s.recv_q = 0;
+        snap.sockets.push(s);
+    }
+    snap
 }
 
 fn key(c: KeyCode) -> Event {
@@ -168,6 +208,20 @@ fn new_app() -> App {
         Filter::default(),
         INTERVAL,
     )
+    .with_users(HashMap::from([(1000, "alice".to_string())]))
+}
+
+/// The process rows of a frame (PID and COMM), top to bottom.
+fn table_rows(frame: &str) -> Vec<&str> {
+    frame
+        .lines()
+        .filter(|l| {
+            [" java ", " nginx ", " sshd "]
+                .iter()
+                .any(|c| l.contains(c))
+        })
+        .filter(|l| !l.contains("CLOSE_WAIT"))
+        .collect()
 }
 
 /// Runs `events` through the app, drawing after each, and returns the
@@ -314,4 +368,132 @@ fn quit_keys_and_an_empty_start() {
         KeyModifiers::CONTROL,
     )));
     assert!(app.quit);
+}
+
+#[test]
+fn a_host_level_finding_is_listed_in_the_findings_pane_with_its_details() {
+    let mut app = new_app();
+    let mut term = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
+    let mut events: Vec<Event> = (0..3)
+        .map(|i| Event::Snapshot(Box::new(sample_with_time_wait(i))))
+        .collect();
+    events.extend([
+        key(KeyCode::Tab),
+        key(KeyCode::Enter),
+        key(KeyCode::PageDown),
+        key(KeyCode::Esc),
+        key(KeyCode::Tab),
+    ]);
+    let frames = session(&mut app, events, &mut term);
+
+    // No process holds these sockets: the process table only points at them.
+    let table = &frames[2];
+    assert!(table.contains("Tab: 1 host finding"), "{table}");
+    assert!(!table.contains("time_wait_pressure"), "{table}");
+
+    let pane = &frames[3];
+    let row = pane
+        .lines()
+        .find(|l| l.contains("time_wait_pressure"))
+        .unwrap_or_else(|| panic!("no time_wait_pressure row:\n{pane}"));
+    assert!(
+        row.contains("WARN") && row.contains(" host ") && row.contains(" 60 "),
+        "{row}"
+    );
+    assert!(pane.contains("Findings (1)"), "{pane}");
+    snapshot("findings-pane.txt", pane);
+
+    // Its details: the numbers, the text and the advice.
+    let detail = &frames[4];
+    for want in [
+        "time_wait_pressure · warning · host",
+        "usable ports",
+        "100",
+        "60%",
+        "127.0.0.1:5432",
+        "60 connections from 127.0.0.1 to 127.0.0.1:5432",
+        "This is not a leak",
+    ] {
+        assert!(detail.contains(want), "{want:?} missing:\n{detail}");
+    }
+    snapshot("finding-detail.txt", detail);
+    assert!(
+        frames[5].contains("More: sockleak explain"),
+        "scrolls to the end: {}",
+        frames[5]
+    );
+    assert_eq!(app.pane, Pane::Processes);
+    assert!(frames[6].contains("Findings (1)"), "Esc: back to the pane");
+    assert!(frames[7].contains("Processes ·"), "Tab: back to processes");
+}
+
+#[test]
+fn the_table_has_user_and_netns_columns_reverses_and_shows_idle_processes() {
+    let mut app = new_app();
+    let mut term = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
+    let mut events: Vec<Event> = (0..7)
+        .map(|i| Event::Snapshot(Box::new(sample(i))))
+        .collect();
+    events.extend([key(KeyCode::Char('r')), key(KeyCode::Char('a'))]);
+    let frames = session(&mut app, events, &mut term);
+
+    let table = &frames[6];
+    assert!(table.contains("USER") && table.contains("NETNS"), "{table}");
+    let rows = table_rows(table);
+    assert_eq!(rows.len(), 2, "sshd is hidden: {table}");
+    assert!(rows[0].contains("java") && rows[0].contains("alice") && rows[0].contains("host"));
+    // uid 33 has no name here: the number, as ps shows it.
+    assert!(rows[1].contains("nginx") && rows[1].contains(" 33 ") && rows[1].contains("web"));
+    assert!(table.contains("1 idle hidden · a shows"), "{table}");
+
+    // r: the same order, turned around.
+    let reversed = &frames[7];
+    assert!(reversed.contains("(reversed)"), "{reversed}");
+    let rows = table_rows(reversed);
+    assert!(
+        rows[0].contains("nginx") && rows[1].contains("java"),
+        "{reversed}"
+    );
+    snapshot("table-reversed.txt", reversed);
+
+    // a: the idle process too (no TCP sockets, 5 fds), and the footer says so.
+    let all = &frames[8];
+    let rows = table_rows(all);
+    assert_eq!(rows.len(), 3, "{all}");
+    assert!(rows.iter().any(|r| r.contains("sshd")), "{all}");
+    assert!(all.contains("1 idle shown · a hides"), "{all}");
+    snapshot("table-idle-shown.txt", all);
+
+    // Wide enough, every column fits; at 80 ESTAB and USE% make way.
+    assert!(
+        !table.contains("ESTAB") && !table.contains("USE%"),
+        "{table}"
+    );
+    let mut wide = Terminal::new(TestBackend::new(110, 24)).expect("terminal");
+    let f = frame(&mut wide, &app);
+    assert!(
+        f.contains("ESTAB") && f.contains("USE%") && f.contains("NETNS"),
+        "{f}"
+    );
+    snapshot("table-wide.txt", &f);
+}
+
+#[test]
+fn sparklines_say_their_scale_so_a_flat_line_does_not_look_full() {
+    let mut app = new_app();
+    let mut term = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
+    let mut events: Vec<Event> = (0..7)
+        .map(|i| Event::Snapshot(Box::new(sample(i))))
+        .collect();
+    events.push(key(KeyCode::Char('j')));
+    let frames = session(&mut app, events, &mut term);
+    // java: CLOSE_WAIT 0, 3, ... 18; fds 8 ... 26.
+    let leak = &frames[6];
+    assert!(leak.contains("7 samples: min 0, max 18"), "{leak}");
+    assert!(leak.contains("7 samples: min 8, max 26"), "{leak}");
+    // nginx: its fds never move; the full bars are 16, all the time.
+    let flat = &frames[7];
+    assert!(flat.contains("7 samples: flat at 16"), "{flat}");
+    assert!(flat.contains("7 samples: flat at 0"), "{flat}");
+    snapshot("sparklines-flat.txt", flat);
 }

@@ -9,7 +9,7 @@ use crate::support::*;
 use serde_json::Value;
 use std::process::Command;
 
-fn sysctl_in(ns: &Netns, setting: &str) {
+pub(crate) fn sysctl_in(ns: &Netns, setting: &str) {
     let ok = Command::new("ip")
         .args(["netns", "exec", &ns.name, "sysctl", "-q", "-w", setting])
         .status()
@@ -20,7 +20,7 @@ fn sysctl_in(ns: &Netns, setting: &str) {
 
 /// `leaks.py time-wait` inside `ns`, toward 127.0.0.1:9530 (a fixed port is
 /// fine in a namespace of our own, and keeps it out of the ephemeral range).
-fn time_wait_batch(ns: &Netns, count: u32) -> Peer {
+pub(crate) fn time_wait_batch(ns: &Netns, count: u32) -> Peer {
     let script = leaks_script();
     let count = count.to_string();
     let peer = Peer::start(&[

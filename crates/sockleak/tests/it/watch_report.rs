@@ -1,6 +1,7 @@
 //! Recording and reporting: `watch --record` writes the same schema-valid
 //! lines as `--jsonl`, `sockleak report` sums them up and draws an SVG chart
-//! (checked to be well-formed XML with the leaker's series); `--plain` shows
+//! (checked to be well-formed XML with the leaker's series, wall-clock times
+//! and the leak's start marker); `--plain` shows
 //! what changed; a closed pipe ends watch quietly; the help texts are pinned.
 
 use crate::support::{one_line, repo_root, run, sockleak, validate_schema, wait_or_kill};
@@ -128,10 +129,50 @@ for el in root.iter(ns + "polyline"):
             .any(|l| l.contains(&format!("(pid {pid}) fds")) && l.ends_with(" 8")),
         "{series}"
     );
-    assert!(
-        series.contains("host: TCP sockets by state CLOSE_WAIT"),
-        "{series}"
-    );
+    // Recorded with --pid: the host panels sum what the filter kept.
+    assert!(series.contains("processes shown CLOSE_WAIT"), "{series}");
+
+    // The x axis is the recording's wall clock (UTC), and the leak has a
+    // start marker in the leaker's panel and no end (it lasted).
+    let text = std::fs::read_to_string(&svg).expect("svg");
+    let doc = roxmltree::Document::parse(&text).expect("XML");
+    let times: Vec<u64> = recorded
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["time_ms"].as_u64())
+        .collect();
+    let (t0, t1) = (times[0], times[times.len() - 1]);
+    let ticks: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("x-tick"))
+        .collect();
+    assert!(!ticks.is_empty(), "no time ticks");
+    for t in &ticks {
+        let ms: u64 = t
+            .attribute("data-t-ms")
+            .and_then(|v| v.parse().ok())
+            .expect("data-t-ms");
+        assert!((t0..=t1).contains(&ms), "tick {ms} outside {t0}..{t1}");
+        let secs = ms / 1000 % 86_400;
+        let want = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+        assert_eq!(t.text(), Some(want.as_str()), "tick at {ms}");
+    }
+    let leaker = doc
+        .descendants()
+        .find(|n| {
+            n.attribute("data-panel")
+                .is_some_and(|p| p.ends_with(&format!("(pid {pid})")))
+        })
+        .expect("the leaker's panel");
+    let marks = |class: &str| {
+        leaker
+            .descendants()
+            .filter(|n| n.attribute("class") == Some(class))
+            .count()
+    };
+    // (An fd_leak of the same process may be marked there too.)
+    assert!(marks("finding-start") >= 1, "{text}");
+    assert_eq!(marks("finding-end"), 0, "still active: no end marker");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

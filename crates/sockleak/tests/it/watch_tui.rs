@@ -1,6 +1,7 @@
 //! The live view in a real terminal (tmux): the leaking process rises to the
 //! top, Enter shows its finding, `q` quits, SIGTERM quits, and both leave the
-//! terminal as they found it (canonical mode back on, normal screen).
+//! terminal as they found it (canonical mode back on, normal screen). A
+//! TIME_WAIT storm no process owns shows in the findings pane (Tab).
 
 use crate::watch_support::*;
 use std::process::Command;
@@ -207,4 +208,58 @@ fn watch_tui_in_tmux_shows_the_leak_on_top_and_restores_the_terminal() {
         "raw mode left on after SIGTERM:\n{screen}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn watch_tui_in_tmux_lists_a_host_level_finding_in_the_findings_pane() {
+    let test = "watch_tui_in_tmux_lists_a_host_level_finding_in_the_findings_pane";
+    if !crate::support::require_root(test, "ip netns add, sysctl inside the namespace") {
+        return;
+    }
+    let Some(tmux) = Tmux::start() else {
+        eprintln!("SKIPPED {test}: tmux is not installed (apt-get install -y tmux)");
+        return;
+    };
+    // 60 TIME_WAIT toward one destination out of 100 ephemeral ports: a
+    // time_wait_pressure warning that no process owns (as in findings_limits).
+    let ns = crate::support::Netns::create("tui-tw");
+    crate::findings_limits::sysctl_in(&ns, "net.ipv4.ip_local_port_range=40000 40099");
+    crate::findings_limits::sysctl_in(&ns, "net.ipv4.tcp_tw_reuse=0");
+    let _batch = crate::findings_limits::time_wait_batch(&ns, 60);
+    let bin = env!("CARGO_BIN_EXE_sockleak");
+    let cmd = format!(
+        "{bin} watch --interval 300ms --netns {}; echo EXIT=$?",
+        ns.name
+    );
+    tmux.send(&[&cmd, "Enter"]);
+
+    // The process table says there is one, and where.
+    tmux.wait_for(
+        "the host finding announced in the process table",
+        Duration::from_secs(20),
+        |s| s.contains("Processes ·") && s.contains("Tab: 1 host finding"),
+    );
+    tmux.send(&["Tab"]);
+    let screen = tmux.wait_for("the findings pane", Duration::from_secs(10), |s| {
+        s.contains("Findings (") && s.contains("time_wait_pressure")
+    });
+    let row = screen
+        .lines()
+        .find(|l| l.contains("time_wait_pressure"))
+        .unwrap_or_default();
+    assert!(row.contains("WARN") && row.contains(" 60 "), "{screen}");
+
+    // Enter: its numbers and advice.
+    tmux.send(&["Enter"]);
+    tmux.wait_for("the finding's details", Duration::from_secs(10), |s| {
+        s.contains("time_wait_pressure · warning")
+            && s.contains("usable ports")
+            && s.contains("60%")
+            && s.contains("127.0.0.1:9530")
+            && s.contains("This is not a leak")
+    });
+    tmux.send(&["q"]);
+    tmux.wait_for("exit after q", Duration::from_secs(10), |s| {
+        s.contains("EXIT=0")
+    });
 }
