@@ -14,6 +14,7 @@ mod findings_limits;
 mod run_leaks;
 mod scan_netns;
 mod scan_population;
+mod scan_privileges;
 mod scan_robustness;
 mod serve_cardinality;
 mod serve_cli;
