@@ -11,7 +11,8 @@
 //! [`run_in`] does) keeps its namespace unseen. That costs one stat per
 //! process instead of one per thread.
 
-use sockleak_model::{add_note, PartialKind, PartialNote};
+use crate::privileges::ProcAccess;
+use sockleak_model::{add_note, merge_notes, NoteProcess, PartialKind, PartialNote};
 use std::collections::HashMap;
 use std::fs;
 use std::io;
@@ -71,9 +72,6 @@ pub enum NetnsError {
     },
 }
 
-/// The fix for EACCES on another process's `/proc/PID/ns/net`.
-const FIX_PTRACE: &str = "run as root or with CAP_SYS_PTRACE";
-
 /// `st_ino` of `/proc/thread-self/ns/net`: the calling thread's namespace.
 pub fn own_netns_id() -> io::Result<u64> {
     Ok(fs::metadata("/proc/thread-self/ns/net")?.ino())
@@ -108,6 +106,8 @@ pub fn discover(proc_root: &Path, run_netns: &Path) -> Discovery {
         }
     };
     let mut by_id: HashMap<u64, usize> = HashMap::new();
+    // Read once: refusals are judged against it, as the /proc walk does.
+    let privs = crate::privileges::probe();
 
     match fs::read_dir(proc_root) {
         Ok(dir) => {
@@ -139,13 +139,33 @@ pub fn discover(proc_root: &Path, run_netns: &Path) -> Discovery {
                     }
                     // The process exited meanwhile: normal churn.
                     Err(e) if is_vanished(&e) => {}
-                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => add_note(
-                        &mut d.notes,
-                        PartialKind::Permission,
-                        "namespace discovery",
-                        "/proc/PID/ns/net not readable: the namespaces of these processes may be missed",
-                        Some(FIX_PTRACE),
-                    ),
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                        let denial = privs.classify_denial(ProcAccess::Namespace);
+                        // comm needs no ptrace access: the refused process
+                        // can still be named.
+                        path.pop();
+                        path.pop();
+                        path.push("comm");
+                        let comm = fs::read_to_string(&path).unwrap_or_default();
+                        let pid = pid.parse().unwrap_or(0);
+                        merge_notes(
+                            &mut d.notes,
+                            vec![PartialNote::denied(
+                                "namespace discovery",
+                                &format!(
+                                    "/proc/PID/ns/net not readable, their namespaces may be \
+                                     missed: {}",
+                                    denial.reason
+                                ),
+                                denial.cause,
+                                denial.fix.as_deref(),
+                                NoteProcess {
+                                    pid,
+                                    comm: comm.trim_end().to_string(),
+                                },
+                            )],
+                        );
+                    }
                     Err(e) => add_note(
                         &mut d.notes,
                         PartialKind::Error,

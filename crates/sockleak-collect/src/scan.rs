@@ -10,6 +10,7 @@
 use crate::context;
 use crate::diag::{self, DumpRequest};
 use crate::netns::{self, NetnsError, NsEntry};
+use crate::privileges::{Privileges, ProcAccess};
 use crate::procfs::{self, ProcOptions, SocketFd};
 use sockleak_model::filter::NetnsFilter;
 use sockleak_model::snapshot::{add_note, merge_notes};
@@ -142,7 +143,7 @@ fn scan_unfiltered_with(
         walk_fds: true,
     };
 
-    // Read once: it decides the eBPF load and explains denials at the end.
+    // Read once: it decides the eBPF load and judges pidfd_getfd refusals.
     let privs = crate::privileges::probe();
     // The dumps start first; the eBPF iterator is loaded meanwhile (BTF
     // parse, relocation and verifier: ~35 ms of a core that would otherwise
@@ -225,6 +226,7 @@ fn scan_unfiltered_with(
             &mut processes,
             &scanned_ns,
             opts,
+            &privs,
             &mut snap.partial,
         );
     }
@@ -236,7 +238,6 @@ fn scan_unfiltered_with(
         .map(|s| (s.netns, s.local))
         .collect();
     processes.sort_by_key(|p| p.pid);
-    explain_denials_to_root(&mut snap.partial, &privs);
     snap.sockets = sockets;
     snap.processes = processes;
     snap
@@ -264,24 +265,6 @@ pub fn scan(opts: &ScanOptions) -> Snapshot {
     let mut snap = scan_unfiltered(opts);
     opts.filter.apply(&mut snap);
     snap
-}
-
-/// When sockleak already has every capability a fix would grant, "run as
-/// root" is no advice: what is still refused is guarded by a security module
-/// or a sandbox (seen for a container runtime's pid 1).
-fn explain_denials_to_root(notes: &mut [PartialNote], p: &crate::privileges::Privileges) {
-    if !(p.cap_sys_ptrace && p.cap_dac_read_search && p.cap_sys_admin) {
-        return;
-    }
-    for n in notes.iter_mut() {
-        if n.kind == PartialKind::Permission && n.fix.is_some() {
-            n.fix = None;
-            n.reason.push_str(
-                " (even with CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and CAP_SYS_ADMIN: \
-                 a security module or sandbox guards these processes)",
-            );
-        }
-    }
 }
 
 /// `net.ipv4.tcp_max_orphans` is host-global: its file exists only in the
@@ -878,6 +861,7 @@ fn count_closed_but_held(
     processes: &mut [Process],
     scanned_ns: &HashSet<u64>,
     opts: &ScanOptions,
+    privs: &Privileges,
     notes: &mut Vec<PartialNote>,
 ) {
     let mut counts: HashMap<u32, u32> = HashMap::new();
@@ -913,15 +897,19 @@ fn count_closed_but_held(
         }
     }
     if unverified > 0 {
-        add_note(
-            notes,
+        let d = privs.classify_denial(ProcAccess::FdDuplicate);
+        let mut note = PartialNote::new(
             PartialKind::Permission,
             "closed-but-held sockets",
             &format!(
-                "{unverified} counted without confirming their TCP state (pidfd_getfd refused)"
+                "{unverified} counted without confirming their TCP state (pidfd_getfd {})",
+                d.reason
             ),
-            Some("run as root or grant CAP_SYS_PTRACE"),
+            d.fix.as_deref(),
+            1,
         );
+        note.cause = Some(d.cause);
+        merge_notes(notes, vec![note]);
     }
     for p in processes.iter_mut() {
         if counted.contains(&p.pid) {

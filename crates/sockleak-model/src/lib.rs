@@ -35,7 +35,10 @@ pub use findings::{
 pub use group::{group_key, GroupKey, Role};
 pub use host::{HostInfo, Namespace, NetnsId, PortRange, SockStat, TcpCounters};
 pub use process::{FdKind, FdKinds, Process};
-pub use snapshot::{add_note, merge_notes, PartialKind, PartialNote, Snapshot};
+pub use snapshot::{
+    add_note, describe_processes, merge_notes, NoteProcess, PartialCause, PartialKind, PartialNote,
+    Snapshot,
+};
 pub use socket::{
     Cookie, Endpoint, Family, MemInfo, Owner, Owners, Socket, TcpInfo, TcpState, Timer,
 };

@@ -26,7 +26,6 @@ mod process;
 mod socket_fd;
 mod walk;
 
-pub(crate) use dirfd::Dir;
 pub use process::{
     cmdline_to_string, parse_limits, parse_stat, parse_status, FdLimits, ParseError, StatFields,
     StatusFields,

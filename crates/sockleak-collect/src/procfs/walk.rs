@@ -13,15 +13,18 @@ use super::dirfd::{
 use super::process::{cmdline_to_string, parse_limits, parse_stat, parse_status, FdLimits};
 use super::socket_fd::{parse_socket_inode, SocketFd};
 use super::{ProcOptions, ProcScan};
-use sockleak_model::{add_note, merge_notes, FdKind, FdKinds, PartialKind, PartialNote, Process};
+use crate::privileges::{Privileges, ProcAccess};
+use sockleak_model::{
+    add_note, merge_notes, FdKind, FdKinds, NoteProcess, PartialKind, PartialNote, Process,
+};
 use std::ffi::CStr;
 use std::io;
 use std::ops::ControlFlow;
 
-/// Fix offered when an fd table (or a namespace link) is unreadable: opening
-/// `/proc/PID/fd` of another user needs DAC search rights, reading its links
-/// needs ptrace read access (fs/proc/fd.c, `proc_fd_access_allowed`).
-const FIX_FD_TABLES: &str = "run as root or grant CAP_SYS_PTRACE / CAP_DAC_READ_SEARCH";
+/// Fix offered when an fd table (or a namespace link) fails with an error
+/// other than a refusal; refusals are judged by
+/// [`Privileges::classify_denial`].
+const FIX_FD_TABLES: &str = "run as root or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH";
 const FIX_NETNS: &str = "run as root or grant CAP_SYS_PTRACE";
 
 /// Why a process is left out of the result.
@@ -55,13 +58,7 @@ fn note_n(
     }
     merge_notes(
         notes,
-        vec![PartialNote {
-            kind,
-            what: what.to_string(),
-            count,
-            reason: reason.to_string(),
-            fix: fix.map(str::to_string),
-        }],
+        vec![PartialNote::new(kind, what, reason, fix, count)],
     );
 }
 
@@ -111,11 +108,13 @@ pub fn scan_processes(opts: &ProcOptions) -> ProcScan {
         }
     };
 
+    // Read once: every refusal of this walk is judged against it.
+    let privs = crate::privileges::probe();
     let drained = crate::pool::drain(
         pids.len(),
         opts.threads,
         "sockleak-proc",
-        || Worker::new(&root, opts.walk_fds, is_procfs),
+        || Worker::new(&root, opts.walk_fds, is_procfs, privs),
         |w, i| {
             if let Some(&pid) = pids.get(i) {
                 w.scan_pid(pid);
@@ -192,6 +191,9 @@ fn list_pids(root: &Dir, notes: &mut Vec<PartialNote>) -> Vec<u32> {
     pids
 }
 
+/// A process named in a note: pid and comm.
+type Who<'c> = (u32, &'c str);
+
 /// The fd count and kinds of one process; both `None` when unreadable.
 type FdResult = Result<(Option<u32>, Option<FdKinds>), Skip>;
 
@@ -200,6 +202,7 @@ struct Worker<'a> {
     root: &'a Dir,
     walk_fds: bool,
     is_procfs: bool,
+    privs: Privileges,
     /// Contents of stat/status/cmdline/limits.
     file: Vec<u8>,
     /// `getdents64` records.
@@ -210,11 +213,12 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    fn new(root: &'a Dir, walk_fds: bool, is_procfs: bool) -> Worker<'a> {
+    fn new(root: &'a Dir, walk_fds: bool, is_procfs: bool, privs: Privileges) -> Worker<'a> {
         Worker {
             root,
             walk_fds,
             is_procfs,
+            privs,
             file: Vec::with_capacity(4096),
             dents: vec![0u8; DENTS_BUF_LEN],
             link: vec![0u8; LINK_BUF_LEN],
@@ -321,10 +325,11 @@ impl<'a> Worker<'a> {
         };
 
         let netns = self.netns(&dir, zombie)?;
+        let who = (pid, stat.comm.as_str());
         let (fd_count, fds) = if self.walk_fds {
-            self.walk_fds(&dir, pid)?
+            self.walk_fds(&dir, who)?
         } else {
-            (self.count_fds(&dir)?, None)
+            (self.count_fds(&dir, who)?, None)
         };
 
         Ok(Process {
@@ -395,23 +400,31 @@ impl<'a> Worker<'a> {
             .and_then(|st| u32::try_from(st.st_size).ok())
     }
 
-    fn note_fd_denied(&mut self) {
-        add_note(
+    /// Notes the refused fd table of `who` (pid, comm), with its cause.
+    fn note_fd_denied(&mut self, (pid, comm): Who) {
+        let d = self.privs.classify_denial(ProcAccess::FdTable);
+        merge_notes(
             &mut self.out.notes,
-            PartialKind::Permission,
-            "fd tables",
-            "permission denied",
-            Some(FIX_FD_TABLES),
+            vec![PartialNote::denied(
+                "fd tables",
+                &d.reason,
+                d.cause,
+                d.fix.as_deref(),
+                NoteProcess {
+                    pid,
+                    comm: comm.to_string(),
+                },
+            )],
         );
     }
 
     /// Opens `/proc/PID/fd`. `Ok(None)`: unreadable (noted).
-    fn open_fd_dir(&mut self, dir: &Dir) -> Result<Option<Dir>, Skip> {
+    fn open_fd_dir(&mut self, dir: &Dir, who: Who) -> Result<Option<Dir>, Skip> {
         match dir.open_dir_at(c"fd") {
             Ok(d) => Ok(Some(d)),
             Err(e) if is_vanished(&e) => Err(Skip::Vanished),
             Err(e) if is_permission(&e) => {
-                self.note_fd_denied();
+                self.note_fd_denied(who);
                 Ok(None)
             }
             Err(e) => {
@@ -422,12 +435,12 @@ impl<'a> Worker<'a> {
     }
 
     /// `walk_fds == false`: the count only.
-    fn count_fds(&mut self, dir: &Dir) -> Result<Option<u32>, Skip> {
+    fn count_fds(&mut self, dir: &Dir, who: Who) -> Result<Option<u32>, Skip> {
         if let Some(n) = self.fd_count_from_size(dir) {
             return Ok(Some(n));
         }
         // Older kernel, no fds at all, or not procfs: count the entries.
-        let Some(fd_dir) = self.open_fd_dir(dir)? else {
+        let Some(fd_dir) = self.open_fd_dir(dir, who)? else {
             return Ok(None);
         };
         let mut n = 0u32;
@@ -450,8 +463,9 @@ impl<'a> Worker<'a> {
     /// Reads every fd link of `pid`: kinds, count, and a [`SocketFd`] per
     /// socket. The walk count is authoritative (fds that close mid-walk are
     /// not counted).
-    fn walk_fds(&mut self, dir: &Dir, pid: u32) -> FdResult {
-        let Some(fd_dir) = self.open_fd_dir(dir)? else {
+    fn walk_fds(&mut self, dir: &Dir, who: Who) -> FdResult {
+        let pid = who.0;
+        let Some(fd_dir) = self.open_fd_dir(dir, who)? else {
             return Ok((self.fd_count_from_size(dir), None));
         };
         let fds_before = self.out.socket_fds.len();
@@ -517,7 +531,7 @@ impl<'a> Worker<'a> {
         );
         if denied {
             self.out.socket_fds.truncate(fds_before);
-            self.note_fd_denied();
+            self.note_fd_denied(who);
             return Ok((self.fd_count_from_size(dir), None));
         }
         if let Some(e) = other_error {

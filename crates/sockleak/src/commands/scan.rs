@@ -6,7 +6,7 @@ use crate::output::{self, style::Style};
 use anyhow::{bail, Result};
 use sockleak_collect::scan::{scan_unfiltered, ScanOptions};
 use sockleak_model::findings::{diagnose, unjudged_close_wait, DiagnoseConfig, Finding, Severity};
-use sockleak_model::{PartialKind, Snapshot};
+use sockleak_model::Snapshot;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -136,30 +136,13 @@ pub fn verdict(findings: &[Finding], fail_on: FailOn) -> u8 {
     }
 }
 
-/// Says once on stderr what could not be seen and what would fix it.
-/// Vanished processes are normal churn and only counted.
+/// Says once on stderr what could not be seen and what would fix it; what
+/// a sandbox guards is one quiet note, vanished processes (normal churn) are
+/// only counted.
 fn report_partial(snap: &Snapshot) {
     let mut err = std::io::stderr().lock();
-    for n in &snap.partial {
-        let prefix = if n.kind == PartialKind::Vanished {
-            "note"
-        } else {
-            "partial"
-        };
-        let count = if n.count > 1 {
-            format!(" ({}x)", n.count)
-        } else {
-            String::new()
-        };
-        let fix = n
-            .fix
-            .as_ref()
-            .map_or(String::new(), |f| format!("; fix: {f}"));
-        let _ = writeln!(
-            err,
-            "sockleak: {prefix}: {}{count}: {}{fix}",
-            n.what, n.reason
-        );
+    for l in output::partial::lines(&snap.partial, true) {
+        let _ = writeln!(err, "sockleak: {}", l.text);
     }
 }
 

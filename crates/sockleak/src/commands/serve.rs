@@ -17,7 +17,7 @@ use sockleak_collect::scan::{scan_unfiltered, ScanOptions};
 use sockleak_model::enrich::{WatchConfig, Watcher};
 use sockleak_model::findings::DiagnoseConfig;
 use sockleak_model::history::HistoryConfig;
-use sockleak_model::{PartialKind, Snapshot};
+use sockleak_model::Snapshot;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -240,7 +240,7 @@ fn collect_loop(
         version: env!("CARGO_PKG_VERSION"),
         ..SelfStats::default()
     };
-    let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut reported: BTreeSet<String> = BTreeSet::new();
     loop {
         let started = Instant::now();
         stats.scan_unix_s = SystemTime::now()
@@ -309,19 +309,12 @@ fn collect_once(c: &Collector, diagnosis: &mut dyn Diagnosis) -> Option<Collecte
     Some((snap, findings, proc_trends))
 }
 
-/// Says on stderr what this run cannot see, once per kind of gap (not at
-/// every scan); vanished processes are normal churn and not reported.
-fn report_partial(snap: &Snapshot, reported: &mut BTreeSet<(String, String)>) {
-    for n in &snap.partial {
-        if n.kind == PartialKind::Vanished {
-            continue;
-        }
-        if reported.insert((n.what.clone(), n.reason.clone())) {
-            let fix = n
-                .fix
-                .as_ref()
-                .map_or(String::new(), |f| format!("; fix: {f}"));
-            eprintln!("sockleak serve: partial: {}: {}{fix}", n.what, n.reason);
+/// Says on stderr what this run cannot see, once per gap (not at every
+/// scan); vanished processes are normal churn and not reported.
+fn report_partial(snap: &Snapshot, reported: &mut BTreeSet<String>) {
+    for l in crate::output::partial::lines(&snap.partial, false) {
+        if reported.insert(l.key) {
+            eprintln!("sockleak serve: {}", l.text);
         }
     }
 }

@@ -22,7 +22,7 @@ use sockleak_collect::scan::{
 use sockleak_model::enrich::{Observation, WatchConfig, Watcher};
 use sockleak_model::findings::DiagnoseConfig;
 use sockleak_model::history::HistoryConfig;
-use sockleak_model::{Filter, PartialKind, PartialNote, Snapshot};
+use sockleak_model::{Filter, PartialNote, Snapshot};
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -259,19 +259,14 @@ fn collect(
     let _ = tx.send(Event::CollectorDone);
 }
 
-/// Says once on stderr what could not be seen (each distinct note once per
+/// Says once on stderr what could not be seen (each distinct gap once per
 /// session: a watch would otherwise repeat it every interval).
-fn report_new_partial(notes: &[PartialNote], said: &mut HashSet<(String, String)>) {
+fn report_new_partial(notes: &[PartialNote], said: &mut HashSet<String>) {
     let mut err = std::io::stderr().lock();
-    for n in notes {
-        if n.kind == PartialKind::Vanished || !said.insert((n.what.clone(), n.reason.clone())) {
-            continue;
+    for l in crate::output::partial::lines(notes, false) {
+        if said.insert(l.key) {
+            let _ = writeln!(err, "sockleak: {}", l.text);
         }
-        let fix = n
-            .fix
-            .as_ref()
-            .map_or(String::new(), |f| format!("; fix: {f}"));
-        let _ = writeln!(err, "sockleak: partial: {}: {}{fix}", n.what, n.reason);
     }
 }
 

@@ -258,17 +258,22 @@ fn self_metrics(fam: &mut Families, snap: &Snapshot, s: &SelfStats) {
         .push(vec![], snap.sockets.len() as f64);
     fam.get(F::ScanProcesses)
         .push(vec![], snap.processes.len() as f64);
-    for (kind, name) in [
-        (PartialKind::Permission, "permission"),
-        (PartialKind::Vanished, "vanished"),
-        (PartialKind::Malformed, "malformed"),
-        (PartialKind::Unsupported, "unsupported"),
-        (PartialKind::Error, "error"),
+    // Guarded permission gaps (a sandbox or security module refuses what
+    // sockleak's capabilities would allow) have a label of their own, so
+    // `kind="permission"` means what a capability would fix and the
+    // missing-privileges alert does not fire for what nobody can fix.
+    for (kind, guarded, name) in [
+        (PartialKind::Permission, false, "permission"),
+        (PartialKind::Permission, true, "guarded"),
+        (PartialKind::Vanished, false, "vanished"),
+        (PartialKind::Malformed, false, "malformed"),
+        (PartialKind::Unsupported, false, "unsupported"),
+        (PartialKind::Error, false, "error"),
     ] {
         let n: u64 = snap
             .partial
             .iter()
-            .filter(|p| p.kind == kind)
+            .filter(|p| p.kind == kind && p.is_guarded() == guarded)
             .map(|p| u64::from(p.count))
             .sum();
         fam.get(F::ScanPartial)

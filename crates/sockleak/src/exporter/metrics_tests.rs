@@ -356,6 +356,62 @@ fn leak_groups_and_findings_carry_process_role_and_endpoint() {
 }
 
 #[test]
+fn guarded_processes_are_not_counted_as_missing_privileges() {
+    // The missing-privileges alert watches kind="permission": a process a
+    // sandbox guards has its own label, a missing capability stays there.
+    let mut b = sample();
+    let who = |pid: u32| sockleak_model::NoteProcess {
+        pid,
+        comm: "process_api".to_string(),
+    };
+    b.snap.partial.push(sockleak_model::PartialNote::denied(
+        "fd tables",
+        "refused although sockleak holds CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH",
+        sockleak_model::PartialCause::Guarded,
+        None,
+        who(1),
+    ));
+    b.snap.partial.push(sockleak_model::PartialNote::denied(
+        "namespace discovery",
+        "refused although sockleak holds CAP_SYS_PTRACE",
+        sockleak_model::PartialCause::Guarded,
+        None,
+        who(1),
+    ));
+    let findings = b.findings();
+    let r = render(
+        &b.snap,
+        &findings,
+        &ProcessTrends::default(),
+        &Limits::default(),
+        &stats(),
+    );
+    let t = &r.prometheus;
+    let partial = |kind| value(t, "sockleak_scan_partial", &[("kind", kind)]);
+    assert_eq!(partial("guarded"), Some(2.0));
+    assert_eq!(partial("permission"), Some(0.0));
+    b.snap.partial.push(sockleak_model::PartialNote::denied(
+        "fd tables",
+        "permission denied (no CAP_SYS_PTRACE)",
+        sockleak_model::PartialCause::MissingCapability,
+        Some("run as root or grant CAP_SYS_PTRACE"),
+        who(7),
+    ));
+    let r = render(
+        &b.snap,
+        &findings,
+        &ProcessTrends::default(),
+        &Limits::default(),
+        &stats(),
+    );
+    let t = &r.prometheus;
+    assert_eq!(
+        value(t, "sockleak_scan_partial", &[("kind", "permission")]),
+        Some(1.0)
+    );
+}
+
+#[test]
 fn cmdline_label_is_redacted() {
     let r = render_sample(&Limits {
         label_cmdline: true,

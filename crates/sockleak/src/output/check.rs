@@ -141,12 +141,8 @@ pub fn render(r: &CheckReport, st: Style) -> String {
             st,
         ));
     }
-    for n in &r.partial {
-        let fix = n
-            .fix
-            .as_ref()
-            .map_or(String::new(), |f| format!("; fix: {f}"));
-        let _ = writeln!(out, "partial: {}: {}{fix}", n.what, n.reason);
+    for l in super::partial::lines(&r.partial, false) {
+        let _ = writeln!(out, "{}", l.text);
     }
     out
 }

@@ -7,6 +7,7 @@ pub mod inventory;
 pub mod json;
 pub mod jsonl;
 pub mod junit;
+pub mod partial;
 pub mod plain;
 pub mod sockets;
 pub mod style;

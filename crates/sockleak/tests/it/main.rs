@@ -15,6 +15,7 @@ mod first_use;
 mod run_leaks;
 mod scan_netns;
 mod scan_population;
+mod scan_privileges;
 mod scan_robustness;
 mod serve_cardinality;
 mod serve_cli;

@@ -6,7 +6,7 @@ use crate::support::{sockleak, wait_bounded};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,14 +47,29 @@ impl Exporter {
     }
 
     pub fn start_with(args: &[&str], wait_ready: bool) -> Exporter {
-        let mut child = sockleak()
-            .args(["serve", "--listen", "127.0.0.1:0"])
+        let mut cmd = sockleak();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sockleak serve");
+            .stderr(Stdio::piped());
+        let e = Exporter::spawn(cmd, &format!("{args:?}"));
+        if wait_ready {
+            e.wait_until(Duration::from_secs(30), "first scan", || {
+                get(e.addr, "/healthz", &[]).is_ok_and(|r| r.status == 200)
+            });
+        }
+        e
+    }
+
+    /// Starts a prepared `sockleak serve --listen 127.0.0.1:0 ...` command
+    /// (stderr piped), e.g. one run in a sandbox, and waits until it listens.
+    pub fn from_command(cmd: Command) -> Exporter {
+        Exporter::spawn(cmd, "(prepared command)")
+    }
+
+    fn spawn(mut cmd: Command, args: &str) -> Exporter {
+        let mut child = cmd.spawn().expect("spawn sockleak serve");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -76,7 +91,7 @@ impl Exporter {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "sockleak serve {args:?} did not start listening in 20 s: {}",
+                    "sockleak serve {args} did not start listening in 20 s: {}",
                     log.lock().unwrap_or_else(|e| e.into_inner())
                 );
             }
@@ -88,17 +103,11 @@ impl Exporter {
             .and_then(|r| r.split('/').next())
             .expect("address in the listening line");
         let addr: SocketAddr = hostport.parse().expect("listening address");
-        let e = Exporter {
+        Exporter {
             child: Some(child),
             addr,
             stderr: log,
-        };
-        if wait_ready {
-            e.wait_until(Duration::from_secs(30), "first scan", || {
-                get(e.addr, "/healthz", &[]).is_ok_and(|r| r.status == 200)
-            });
         }
-        e
     }
 
     pub fn pid(&self) -> u32 {
