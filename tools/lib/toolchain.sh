@@ -5,8 +5,8 @@
 # Why a search and not `command -v cargo`: rustup installs into
 # ~/.cargo/bin and only a new login shell has it in PATH; under sudo,
 # secure_path drops it and HOME is /root while the rustup is the user's; and
-# Debian's own cargo (1.63 on bookworm) is in PATH but too old to build this
-# workspace. So it looks, in order, in PATH, $CARGO_HOME/bin,
+# Debian's own toolchain (rustc 1.63, cargo 1.65 on bookworm) is in PATH but
+# too old to build this workspace. So it looks, in order, in PATH, $CARGO_HOME/bin,
 # $HOME/.cargo/bin and, under sudo, ~$SUDO_USER/.cargo/bin, and takes the
 # first cargo (and rustc beside it) that is at least the workspace's
 # rust-version (read from Cargo.toml). An older one is never used: it is
