@@ -1,5 +1,5 @@
 //! The findings engine on hand-built snapshots with a fixed clock: one test per
-//! rule and incident of scenarios.md, healthy controls that must stay quiet,
+//! rule and incident of docs/scenarios.md, healthy controls that must stay quiet,
 //! and properties over arbitrary snapshots.
 
 use proptest::prelude::*;

@@ -2,8 +2,9 @@
 //! Prometheus scrapes the exporter every second on loopback, the test finds
 //! the series of a leaking peer through the query API, and sees them
 //! disappear once the peer exits. Also `promtool check metrics` on the live
-//! output and `promtool check rules` / `promtool test rules` on the shipped
-//! alert rules.
+//! output, `promtool check rules deploy/prometheus/*.yml` (every file
+//! there is a rule file) and `promtool test rules` on the shipped alert
+//! rules' unit tests (deploy/prometheus/tests/).
 
 use crate::serve_support::*;
 use crate::support::*;
@@ -276,13 +277,33 @@ fn promtool_accepts_the_metrics_and_the_shipped_rules() {
     let (ok, out) = promtool(&["check", "metrics"], Some(&golden), &root);
     assert!(ok, "promtool check metrics on the golden sample:\n{out}");
 
-    let rules_dir = root.join("deploy/prometheus");
-    let (ok, out) = promtool(&["check", "rules", "sockleak.rules.yml"], None, &rules_dir);
-    assert!(ok, "promtool check rules:\n{out}");
+    // What a user types: `promtool check rules deploy/prometheus/*.yml`.
+    // Every .yml there must be a rule file (the unit tests live in tests/,
+    // which promtool would reject as rules).
+    let mut rule_files: Vec<String> = std::fs::read_dir(root.join("deploy/prometheus"))
+        .expect("read deploy/prometheus")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".yml"))
+        .map(|name| format!("deploy/prometheus/{name}"))
+        .collect();
+    rule_files.sort();
+    assert!(
+        rule_files.contains(&"deploy/prometheus/sockleak.rules.yml".to_string()),
+        "{rule_files:?}"
+    );
+    let mut args = vec!["check", "rules"];
+    args.extend(rule_files.iter().map(String::as_str));
+    let (ok, out) = promtool(&args, None, &root);
+    assert!(ok, "promtool check rules deploy/prometheus/*.yml:\n{out}");
     let (ok, out) = promtool(
-        &["test", "rules", "sockleak.rules.test.yml"],
+        &[
+            "test",
+            "rules",
+            "deploy/prometheus/tests/sockleak.rules.test.yml",
+        ],
         None,
-        &rules_dir,
+        &root,
     );
     assert!(ok, "promtool test rules:\n{out}");
     assert!(out.contains("SUCCESS"), "{out}");

@@ -11,11 +11,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// True when `tool` is on PATH; otherwise prints a loud SKIPPED line naming
-/// the Debian package that provides it (tools/setup installs it).
+/// the Debian package that provides it (tools/setup installs it). In CI
+/// (`CI=true`, as .ci/run is run) a missing tool fails the test instead:
+/// `tools/setup --test` installs every one of them, so a skip there would
+/// only hide that a test never ran (the deploy test did, on minimal images
+/// without systemd-analyze).
 pub fn require_tool(test: &str, tool: &str, package: &str) -> bool {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
         .unwrap_or(false);
+    let ci = matches!(std::env::var("CI").as_deref(), Ok("true" | "1"));
+    assert!(
+        found || !ci,
+        "{test}: `{tool}` not found in CI (CI=true): tools/setup --test installs it (Debian package {package})"
+    );
     if !found {
         eprintln!(
             "SKIPPED {test}: `{tool}` not found (apt-get install {package}, or run tools/setup)"
