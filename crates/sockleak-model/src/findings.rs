@@ -912,6 +912,11 @@ fn oldest_phrase(f: &Finding) -> String {
 /// sentence from half the limit on.
 fn fd_context(p: Option<&Process>, leaked: u64) -> String {
     let Some(p) = p else { return String::new() };
+    if p.fd_limit == Some(0) {
+        return "Its soft open-file limit (RLIMIT_NOFILE) is 0: every socket, pipe or file \
+                it tries to open fails with EMFILE (\"Too many open files\"). "
+            .to_string();
+    }
     let pipes = p.fds.map_or(0, |k| u64::from(k.pipe));
     let pipes = (pipes > 0 && pipes >= leaked).then_some(pipes);
     if pipes.is_none() && p.fd_use_ratio().is_none_or(|r| r < 0.5) {
@@ -1597,6 +1602,11 @@ fn accept_queue_overflows(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
 /// and closed_but_held (≥ 1 socket fd in no TCP table: warning).
 fn process_rules(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     for p in &ctx.snap.processes {
+        // A soft limit of 0 (set after the fds were opened, or by a broken
+        // unit file): nothing new can be opened, whatever it holds.
+        if let (Some(n), Some(0)) = (p.fd_count, p.fd_limit) {
+            out.push(fd_exhaustion(ctx, p, n, 0, 1.0, Severity::Critical));
+        }
         if let (Some(r), Some(n), Some(l)) = (p.fd_use_ratio(), p.fd_count, p.fd_limit) {
             if r >= ctx.cfg.fd_warn {
                 let sev = if r >= ctx.cfg.fd_crit {
@@ -1656,6 +1666,11 @@ fn fd_exhaustion(ctx: &Ctx<'_>, p: &Process, n: u32, limit: u64, r: f64, sev: Se
         parts.join(", ")
     });
     f.summary = match breakdown.filter(|b| !b.is_empty()) {
+        _ if limit == 0 => format!(
+            "{} has a soft open-file limit of 0 (RLIMIT_NOFILE) and {n} file descriptors \
+             open: it cannot open another socket, pipe or file.",
+            ctx.subject(Some(p.pid))
+        ),
         Some(b) => format!(
             "{} has {n} of its {limit} allowed file descriptors open ({}%): {b}.",
             ctx.subject(Some(p.pid)),

@@ -1469,3 +1469,23 @@ fn young_close_wait_is_unjudged_not_silent() {
     );
     assert_eq!(u[0].comm.as_deref(), Some("python3"));
 }
+
+/// A soft fd limit of 0: a sentence that says what it means, not "0 % of
+/// its 0 allowed".
+#[test]
+fn a_soft_fd_limit_of_zero_is_said_plainly() {
+    let mut b = B::new();
+    let mut p = process(555, "worker");
+    p.fd_count = Some(7);
+    p.fd_limit = Some(0);
+    b.proc_(p);
+    let findings = b.diagnose();
+    let f = one(&findings, FindingKind::FdExhaustion);
+    assert_eq!(f.severity, Severity::Critical);
+    assert!(
+        f.summary.contains("soft open-file limit of 0") && f.summary.contains("7 file descriptors"),
+        "{}",
+        f.summary
+    );
+    assert!(!f.summary.contains("0 allowed"), "{}", f.summary);
+}

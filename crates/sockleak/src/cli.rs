@@ -59,6 +59,20 @@ pub enum Command {
     Report(crate::commands::report::ReportArgs),
 }
 
+/// Most worker threads `--threads` takes: more than the walk and the dumps
+/// can use, and each costs a stack and a diag socket.
+pub const MAX_THREADS: usize = 64;
+
+/// `--threads N`: 1 to [`MAX_THREADS`].
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?}: expected a number of threads from 1 to {MAX_THREADS}"
+        )),
+    }
+}
+
 pub use crate::commands::check::CheckArgs;
 pub use crate::commands::run::RunArgs;
 
@@ -187,7 +201,7 @@ pub struct ScanArgs {
     #[arg(long)]
     pub wide: bool,
     /// Worker threads for the /proc walk and the dumps (default: number of CPUs).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::cli::parse_threads)]
     pub threads: Option<usize>,
     /// Where socket owners come from: the eBPF fd-table iterator (fast, needs
     /// privileges and kernel BTF) or the /proc fd walk; see `sockleak doctor`.

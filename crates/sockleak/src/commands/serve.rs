@@ -88,7 +88,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_history: bool,
     /// Worker threads for the /proc walk and the dumps (default: number of CPUs).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::cli::parse_threads)]
     pub threads: Option<usize>,
     /// Where socket owners come from (see `sockleak scan --help`).
     #[arg(long, value_enum, value_name = "SOURCE", default_value_t = crate::cli::FdSourceArg::Auto)]

@@ -65,7 +65,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration_ms)]
     pub window: u64,
     /// Worker threads for the /proc walk (default: number of CPUs).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::cli::parse_threads)]
     pub threads: Option<usize>,
 }
 

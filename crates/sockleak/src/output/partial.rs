@@ -75,9 +75,12 @@ fn guarded_line(notes: &[PartialNote]) -> Option<Line> {
     } else {
         format!("{} ", process_list(&procs))
     };
-    let pids: Vec<String> = procs.iter().map(|p| p.pid.to_string()).collect();
     Some(Line {
-        key: format!("guarded\u{0}{}\u{0}{}", pids.join(","), whats.join(",")),
+        // Not keyed by the pids: guarded processes come and go (kernel
+        // workers, a sandbox's helpers), and a note per change would make
+        // every sample of watch and serve noisy again. JSON and
+        // sockleak_scan_partial{kind="guarded"} carry the current set.
+        key: format!("guarded\u{0}{}", whats.join(",")),
         text: format!(
             "note: {who}guarded ({}): {reason}; no capability would help, their sockets \
              show no owner",
