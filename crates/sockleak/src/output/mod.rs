@@ -8,6 +8,7 @@ pub mod json;
 pub mod jsonl;
 pub mod junit;
 pub mod plain;
+pub mod progress;
 pub mod sockets;
 pub mod style;
 pub mod svg;
