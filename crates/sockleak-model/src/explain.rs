@@ -1,6 +1,8 @@
 //! `sockleak explain`: plain-language text for every TCP state and every
 //! finding kind: what it means, which side is at fault, whether it times out,
-//! how it typically arises and how to fix it.
+//! how it typically arises and how to fix it; and for the error messages
+//! leaks end in (symptoms: "Too many open files", ECONNRESET, ...): what they
+//! mean, which leak they signal, what to run and what to read next.
 //!
 //! The texts follow RFC 9293's state machine and say where Linux differs or
 //! adds detail (the fixed 60 s TIME_WAIT, tcp_fin_timeout only for orphans,
@@ -592,6 +594,421 @@ The timestamps of /proc/PID/fd entries are not socket ages: they record
 when something first looked at the fd.
 ";
 
+// Symptoms: the error messages people paste. Each text says what the error
+// means in TCP and fd terms, which leak it usually signals, what to run and
+// which topics to read next. Numbers are Linux's errno values (asm-generic
+// errno-base.h / errno.h, the same on x86_64 and arm64).
+
+const EMFILE: &str = "\
+\"Too many open files\" (EMFILE, errno 24): a process reached its limit of
+open file descriptors.
+
+What it means: the process holds as many fds as its soft RLIMIT_NOFILE
+allows (\"Max open files\" in /proc/PID/limits), so every call that creates
+one fails: accept() and socket() for connections, open(), pipe(). A server
+stops taking connections (some spin on a failing accept()) and a client
+cannot connect. Java reports it as java.net.SocketException or
+IOException, Python as OSError [Errno 24], Go as \"accept4: too many open
+files\", Node as EMFILE.
+
+What it usually signals: an fd leak, most often sockets: connections the
+peer closed and the application did not (CLOSE_WAIT), or sockets whose
+connection the kernel already ended (closed-but-held). Pipes, files or
+eventfds created per request leak the same way. A limit of 1024 can also
+be too low for an honest load: the fds by kind tell which.
+
+Run:
+  sockleak scan --pid PID
+    its fds by kind, fd_exhaustion and the leak findings behind it
+  sockleak watch --pid PID
+    which kind of fd grows, how fast, and when it hits the limit
+
+Read next: fd-exhaustion, close-wait, closed-but-held, fd-leak,
+accept-queue-overflow
+";
+
+const ENFILE: &str = "\
+\"Too many open files in system\" (ENFILE, errno 23): the host's table of
+open files is full.
+
+What it means: the whole host, not one process, reached fs.file-max
+(/proc/sys/fs/file-nr shows allocated and maximum; the kernel logs
+\"VFS: file-max limit N reached\"). Every process without CAP_SYS_ADMIN
+that opens a file, socket or pipe fails, including ones not to blame.
+
+What it usually signals: one process (or a few) leaking fds with no
+per-process limit low enough to stop it first, typically a service run
+with LimitNOFILE=infinity or a huge ulimit -n: a socket leak (CLOSE_WAIT,
+closed-but-held) or a pipe leak grown to hundreds of thousands of fds.
+
+Run:
+  sockleak scan
+    every process's fds (FDS column) and the leak findings
+  sockleak watch
+    which process's fds grow, and how fast
+
+Read next: fd-leak, fd-exhaustion, close-wait, closed-but-held
+";
+
+const EADDRNOTAVAIL: &str = "\
+\"Cannot assign requested address\" (EADDRNOTAVAIL, errno 99): connect()
+found no free local port toward that destination.
+
+What it means: every outgoing connection to one destination ip:port needs
+its own local (ephemeral) port from net.ipv4.ip_local_port_range minus
+ip_local_reserved_ports. When all are taken, by open connections or by
+TIME_WAIT sockets that keep theirs for 60 s, connect() fails at once. (The
+other cause: bind() to an address this host does not have, or not yet: a
+service that starts before its network.)
+
+What it usually signals: a client that opens a new connection per request
+and closes it, so TIME_WAIT piles up toward one destination
+(time_wait_pressure: a load pattern, not a leak); or a client that never
+closes or reuses its connections, so ESTABLISHED or CLOSE_WAIT sockets
+toward one destination keep growing (a new client or pool per request).
+
+Run:
+  sockleak scan --state time-wait
+    TIME_WAIT per destination, as a share of the usable ports
+  sockleak watch --process NAME
+    whose connections grow, toward whom, and how fast
+
+Read next: time-wait-pressure, time-wait, established, close-wait
+";
+
+const POOL_TIMEOUT: &str = "\
+\"Timeout waiting for connection from pool\": a connection pool has no free
+connection left, and the caller gave up waiting.
+
+What it means: not a kernel error. Pooling clients lend each connection
+to one request at a time and make the next one wait when all are lent:
+Apache HttpClient (ConnectionPoolTimeoutException), the AWS SDK for Java
+(\"Unable to execute HTTP request: Timeout waiting for connection from
+pool\"), urllib3 (EmptyPoolError), httpx (PoolTimeout), HikariCP
+(\"Connection is not available, request timed out\"). Pools are small (50
+connections in the AWS SDK, 2 per route in HttpClient 4), so a leak shows
+here long before any fd limit.
+
+What it usually signals: connections lent and never given back: a response
+or its stream (S3 getObject, ResponseInputStream, an HttpEntity) that the
+code neither read to the end nor closed. Those connections sit in
+ESTABLISHED with unread bytes in Recv-Q, and in CLOSE_WAIT once the server
+times them out and closes. Less often the pool is too small for the
+concurrency, or the server too slow.
+
+Run:
+  sockleak scan --process NAME --state close-wait,established
+    the pool's connections, their unread bytes and ages
+  sockleak watch --process NAME
+    whether they keep growing instead of going back to the pool
+
+Read next: close-wait, close-wait-leak, recv-q, established
+";
+
+const ECONNRESET: &str = "\
+\"Connection reset by peer\" (ECONNRESET, errno 104): the peer answered with
+a RST and aborted the connection.
+
+What it means: the other side's kernel threw the connection away: its
+process closed the socket with data unread, exited or crashed, set
+SO_LINGER 0, or no longer knew the connection (restarted, or a NAT or
+firewall forgot it). The next read() or write() here fails. Java says
+\"Connection reset\", Node ECONNRESET or \"socket hang up\", Python
+ConnectionResetError.
+
+What it usually signals: a stale pooled connection. The server closed an
+idle keep-alive connection (its keep-alive timeout is shorter than the
+client pool's idle timeout), the client's socket waited in CLOSE_WAIT in
+the pool, and the next request written to it drew the RST. On a server, a
+reset is often a client that gave up (a timeout) with data unread. A
+socket that got a RST and is not closed keeps its fd: closed-but-held.
+
+Run:
+  sockleak scan --process NAME --state close-wait
+    pooled connections the server has already closed
+  sockleak scan --process NAME
+    closed_but_held: reset connections whose fds are still open
+
+Read next: close-wait, closed-but-held, established, kill
+";
+
+const EPIPE: &str = "\
+\"Broken pipe\" (EPIPE, errno 32): a write to a connection that is gone.
+
+What it means: this side wrote to a TCP socket after the peer reset it
+(the first write after the RST reports ECONNRESET, later ones EPIPE) or
+after this side shut it down for writing. The kernel also raises SIGPIPE,
+which most runtimes ignore so the write returns the error. (For a pipe, the
+reading process is gone.) Java says \"java.io.IOException: Broken pipe\",
+Python BrokenPipeError, Go \"write: broken pipe\".
+
+What it usually signals: the same as a reset: the peer closed or dropped
+a connection this side kept using, typically a stale pooled connection
+(CLOSE_WAIT in the pool), or a client that went away while a server was
+still sending its response (a client timeout). After the error the socket
+must be closed; one kept open is a closed-but-held leak.
+
+Run:
+  sockleak scan --process NAME --state close-wait
+    connections the peer has closed and this process still uses
+  sockleak scan --process NAME
+    closed_but_held: dead connections whose fds are still open
+
+Read next: close-wait, closed-but-held, established
+";
+
+const ECONNREFUSED: &str = "\
+\"Connection refused\" (ECONNREFUSED, errno 111): nothing listens on that
+address and port.
+
+What it means: the destination answered the SYN with a RST. No socket
+listens on that port in that network namespace and on that address (a
+server bound to 127.0.0.1 refuses the host's other addresses), or a
+firewall rejects with tcp-reset. connect() fails at once.
+
+What it usually signals: the server is down or restarting, not a leak on
+this side. Leaks lead here when the server died of one: it crashed or was
+restarted after running out of fds, or failed its health checks. A server
+that only stopped accepting does not refuse: its full accept queue drops
+the SYNs and clients time out instead (unless
+net.ipv4.tcp_abort_on_overflow is 1).
+
+Run:
+  sockleak scan --state listening
+    which process listens where, in which namespace
+  sockleak scan --process NAME
+    whether the server is near its fd limit (fd_exhaustion)
+
+Read next: listen, accept-queue-overflow, fd-exhaustion, syn-sent
+";
+
+const EADDRINUSE: &str = "\
+\"Address already in use\" (EADDRINUSE, errno 98): bind() or listen() on a
+port that another socket still has.
+
+What it means: a socket already owns that local address and port: another
+listener (an old instance still running, or a child process that inherited
+the listening socket), or connections the previous instance left on the
+port (TIME_WAIT for 60 s, FIN_WAIT2, CLOSE_WAIT) when the new one does not
+set SO_REUSEADDR. On a client, bind() to port 0 ran out of ephemeral ports.
+
+What it usually signals: a restart that races the old process, or a
+listening socket shared with children that outlive their parent (created
+without close-on-exec). As a leak: an old process still holds the port's
+sockets.
+
+Run:
+  sockleak scan --port PORT
+    every socket on the port and the processes that hold it
+  sockleak scan --state listening
+    which process listens where, in which namespace
+
+Read next: listen, time-wait, cloexec, time-wait-pressure
+";
+
+const ETIMEDOUT: &str = "\
+\"Connection timed out\" (ETIMEDOUT, errno 110): the peer did not answer in
+time.
+
+What it means: connect() sent SYNs and got no answer
+(net.ipv4.tcp_syn_retries: about 127 s), or data on an open connection
+stayed unacknowledged until TCP gave up (tcp_retries2: about 15 min), or a
+keepalive probe or TCP_USER_TIMEOUT expired. Java's own connect timeout
+says \"connect timed out\".
+
+What it usually signals: a destination that is down or filtered, or a
+server that stopped accepting: its accept queue is full, the kernel drops
+the SYNs, and clients time out (a server at its fd limit does this). On
+the client, SYN_SENT sockets pile up while it waits.
+
+Run:
+  sockleak scan --state listening
+    listeners whose accept queue is full (accept_queue_overflow)
+  sockleak scan --state syn-sent
+    connection attempts still waiting, and toward whom
+
+Read next: accept-queue-overflow, syn-sent, syn-recv, fd-exhaustion
+";
+
+/// An error message as users paste it, with what it usually means.
+#[derive(Debug)]
+pub struct Symptom {
+    /// The message as libc prints it (`strerror`), or the pool's message.
+    pub message: &'static str,
+    /// The errno name and its Linux number, when it is an errno.
+    pub errno: Option<(&'static str, u16)>,
+    /// One line for the list of `sockleak explain` alone.
+    pub line: &'static str,
+    /// The whole text.
+    pub text: &'static str,
+    /// Phrases that identify it in a pasted line, normalized as
+    /// [`normalize`] does (lowercase words separated by one space).
+    phrases: &'static [&'static str],
+}
+
+/// Every symptom, in the order `sockleak explain` lists them.
+const SYMPTOMS: &[Symptom] = &[
+    Symptom {
+        message: "Too many open files",
+        errno: Some(("EMFILE", 24)),
+        line: "EMFILE: a process at its fd limit",
+        text: EMFILE,
+        phrases: &["too many open files"],
+    },
+    Symptom {
+        message: "Too many open files in system",
+        errno: Some(("ENFILE", 23)),
+        line: "ENFILE: the host's file table is full",
+        text: ENFILE,
+        phrases: &[
+            "too many open files in system",
+            "file table overflow",
+            "file max limit",
+        ],
+    },
+    Symptom {
+        message: "Cannot assign requested address",
+        errno: Some(("EADDRNOTAVAIL", 99)),
+        line: "EADDRNOTAVAIL: no free local port",
+        text: EADDRNOTAVAIL,
+        phrases: &[
+            "cannot assign requested address",
+            "addrnotavailable",
+            "address not available",
+        ],
+    },
+    Symptom {
+        message: "Timeout waiting for connection",
+        errno: None,
+        line: "pool empty: responses never closed",
+        text: POOL_TIMEOUT,
+        phrases: &[
+            "timeout waiting for connection",
+            "connectionpooltimeoutexception",
+            "connection pool timeout",
+            "pooltimeout",
+            "emptypoolerror",
+            "pool reached maximum size",
+            "connection is not available request timed out",
+            "acquire operation took longer than",
+        ],
+    },
+    Symptom {
+        message: "Connection reset by peer",
+        errno: Some(("ECONNRESET", 104)),
+        line: "ECONNRESET: the peer aborted the connection",
+        text: ECONNRESET,
+        phrases: &[
+            "connection reset by peer",
+            "connection reset",
+            "connectionreseterror",
+            "socket hang up",
+        ],
+    },
+    Symptom {
+        message: "Broken pipe",
+        errno: Some(("EPIPE", 32)),
+        line: "EPIPE: a write after the peer dropped it",
+        text: EPIPE,
+        phrases: &["broken pipe", "brokenpipeerror"],
+    },
+    Symptom {
+        message: "Connection refused",
+        errno: Some(("ECONNREFUSED", 111)),
+        line: "ECONNREFUSED: nothing listens there",
+        text: ECONNREFUSED,
+        phrases: &["connection refused", "connectionrefusederror"],
+    },
+    Symptom {
+        message: "Address already in use",
+        errno: Some(("EADDRINUSE", 98)),
+        line: "EADDRINUSE: the port is still taken",
+        text: EADDRINUSE,
+        phrases: &["address already in use", "addrinuse"],
+    },
+    Symptom {
+        message: "Connection timed out",
+        errno: Some(("ETIMEDOUT", 110)),
+        line: "ETIMEDOUT: no answer from the peer",
+        text: ETIMEDOUT,
+        phrases: &["connection timed out", "connect timed out"],
+    },
+];
+
+/// Every symptom, for `sockleak explain` alone.
+pub fn symptoms() -> &'static [Symptom] {
+    SYMPTOMS
+}
+
+/// Lowercase ASCII words separated by one space: punctuation, quotes,
+/// brackets and `.`/`:`/`=` all become separators, so
+/// `OSError: [Errno 24] Too many open files` is
+/// `oserror errno 24 too many open files`.
+fn normalize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with(' ') {
+            out.push(' ');
+        }
+    }
+    if out.ends_with(' ') {
+        out.pop();
+    }
+    out
+}
+
+/// The errno numbers an input cites: `errno 24`, `[Errno 24]`, `errno=24`,
+/// `(os error 24)` (Rust), or the input being only a number.
+fn cited_errnos(words: &[&str]) -> Vec<u16> {
+    if let [only] = words {
+        return only.parse().ok().into_iter().collect();
+    }
+    words
+        .windows(2)
+        .enumerate()
+        .filter(|(i, w)| w[0] == "errno" || (w[0] == "error" && *i > 0 && words[i - 1] == "os"))
+        .filter_map(|(_, w)| w[1].parse().ok())
+        .collect()
+}
+
+/// The symptom an error message describes, or `None`. Forgiving: case,
+/// quotes, punctuation and surrounding words do not matter; it matches the
+/// message itself (`connect: Cannot assign requested address`), a runtime's
+/// name for it (`ConnectionResetError`, `socket hang up`), the errno name
+/// (`EMFILE`) or its number (`errno 99`, `[Errno 24]`, `os error 104`, `99`).
+/// An errno name or number beats a phrase; among phrases the longest match
+/// wins, so `Too many open files in system` is ENFILE, not EMFILE.
+pub fn symptom(input: &str) -> Option<&'static Symptom> {
+    let norm = normalize(input);
+    if norm.is_empty() {
+        return None;
+    }
+    let words: Vec<&str> = norm.split(' ').collect();
+    let numbers = cited_errnos(&words);
+    let padded = format!(" {norm} ");
+    let contains = |phrase: &str| padded.contains(&format!(" {phrase} "));
+    let mut best: Option<(usize, &'static Symptom)> = None;
+    for s in SYMPTOMS {
+        let mut score = 0;
+        if let Some((name, number)) = s.errno {
+            if words.iter().any(|w| w.eq_ignore_ascii_case(name)) || numbers.contains(&number) {
+                score = usize::MAX;
+            }
+        }
+        for p in s.phrases {
+            if contains(p) {
+                score = score.max(p.len());
+            }
+        }
+        if score > 0 && best.is_none_or(|(b, _)| score > b) {
+            best = Some((score, s));
+        }
+    }
+    best.map(|(_, s)| s)
+}
+
 /// Every topic and a one-line description, in the order `sockleak explain`
 /// lists them: states first (kernel order), then finding kinds, then notes.
 const TOPICS: &[(&str, &str, &str)] = &[
@@ -780,13 +1197,17 @@ pub fn canonical(topic: &str) -> Option<&'static str> {
     TcpState::parse(&norm).map(state_topic)
 }
 
-/// The text of a topic (any spelling [`canonical`] accepts).
+/// The text of a topic (any spelling [`canonical`] accepts), else of the
+/// symptom the input describes (see [`symptom`]). Topics come first, so a
+/// state or finding name always means its topic.
 pub fn explain(topic: &str) -> Option<&'static str> {
-    let name = canonical(topic)?;
-    TOPICS
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|(_, _, text)| *text)
+    match canonical(topic) {
+        Some(name) => TOPICS
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, text)| *text),
+        None => symptom(topic).map(|s| s.text),
+    }
 }
 
 #[cfg(test)]
@@ -862,5 +1283,239 @@ mod tests {
         assert!(fw2.contains("Orphaned"));
         let kill = explain("kill").unwrap_or_default();
         assert!(kill.contains("keeps\nthe fd") || kill.contains("keeps the fd"));
+    }
+
+    /// The symptom whose errno (or, for the pool, message) is `key`.
+    fn by_key(key: &str) -> &'static Symptom {
+        symptoms()
+            .iter()
+            .find(|s| s.errno.map_or(s.message, |(name, _)| name) == key)
+            .unwrap_or_else(|| panic!("no symptom {key}"))
+    }
+
+    #[test]
+    fn every_symptom_resolves_under_every_spelling() {
+        for s in symptoms() {
+            let msg = s.message;
+            let mut spellings = vec![
+                msg.to_string(),
+                msg.to_ascii_uppercase(),
+                msg.to_ascii_lowercase(),
+                format!("\"{msg}\""),
+                format!("'{msg}'"),
+                format!("error: {msg}: retrying in 5 s"),
+                format!("  {}  ", msg.replace(' ', "  ")),
+            ];
+            if let Some((name, number)) = s.errno {
+                spellings.extend([
+                    name.to_string(),
+                    name.to_ascii_lowercase(),
+                    format!("errno {number}"),
+                    format!("errno={number}"),
+                    format!("[Errno {number}]"),
+                    format!("failed: os error {number}"),
+                    number.to_string(),
+                    format!("= -1 {name} ({msg})"),
+                ]);
+            }
+            for sp in &spellings {
+                let got = symptom(sp).map(|g| g.message);
+                assert_eq!(got, Some(msg), "{sp:?}");
+                assert_eq!(explain(sp), Some(s.text), "{sp:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn pasted_error_lines_resolve_to_their_symptom() {
+        let lines = [
+            ("java.net.SocketException: Too many open files", "EMFILE"),
+            (
+                "OSError: [Errno 24] Too many open files: '/tmp/x'",
+                "EMFILE",
+            ),
+            (
+                "http: Accept error: accept tcp [::]:8080: accept4: too many open files; \
+                 retrying in 5ms",
+                "EMFILE",
+            ),
+            (
+                "Error: EMFILE: too many open files, open '/etc/hosts'",
+                "EMFILE",
+            ),
+            ("Too many open files (os error 24)", "EMFILE"),
+            (
+                "OSError: [Errno 23] Too many open files in system",
+                "ENFILE",
+            ),
+            ("VFS: file-max limit 65536 reached", "ENFILE"),
+            (
+                "dial tcp 10.0.0.7:443: connect: cannot assign requested address",
+                "EADDRNOTAVAIL",
+            ),
+            (
+                "java.net.NoRouteToHostException: Cannot assign requested address \
+                 (Address not available)",
+                "EADDRNOTAVAIL",
+            ),
+            (
+                "requests.exceptions.ConnectionError: HTTPConnectionPool(host='api', \
+                 port=80): Max retries exceeded with url: / (Caused by \
+                 NewConnectionError('<urllib3.connection.HTTPConnection object at \
+                 0x7f2>: Failed to establish a new connection: [Errno 99] Cannot \
+                 assign requested address'))",
+                "EADDRNOTAVAIL",
+            ),
+            ("connect: Cannot assign requested address", "EADDRNOTAVAIL"),
+            (
+                "org.apache.http.conn.ConnectionPoolTimeoutException: Timeout waiting \
+                 for connection from pool",
+                "Timeout waiting for connection",
+            ),
+            (
+                "com.amazonaws.SdkClientException: Unable to execute HTTP request: \
+                 Timeout waiting for connection from pool",
+                "Timeout waiting for connection",
+            ),
+            ("httpx.PoolTimeout", "Timeout waiting for connection"),
+            (
+                "HikariPool-1 - Connection is not available, request timed out after \
+                 30000ms.",
+                "Timeout waiting for connection",
+            ),
+            ("java.net.SocketException: Connection reset", "ECONNRESET"),
+            (
+                "ConnectionResetError: [Errno 104] Connection reset by peer",
+                "ECONNRESET",
+            ),
+            (
+                "read tcp 10.0.0.1:51234->10.0.0.2:80: read: connection reset by peer",
+                "ECONNRESET",
+            ),
+            ("Error: socket hang up", "ECONNRESET"),
+            ("Error: read ECONNRESET", "ECONNRESET"),
+            ("BrokenPipeError: [Errno 32] Broken pipe", "EPIPE"),
+            (
+                "write tcp 127.0.0.1:8080->127.0.0.1:53312: write: broken pipe",
+                "EPIPE",
+            ),
+            ("java.io.IOException: Broken pipe", "EPIPE"),
+            ("Error: connect ECONNREFUSED 127.0.0.1:5432", "ECONNREFUSED"),
+            (
+                "dial tcp 127.0.0.1:8080: connect: connection refused",
+                "ECONNREFUSED",
+            ),
+            (
+                "java.net.ConnectException: Connection refused (Connection refused)",
+                "ECONNREFUSED",
+            ),
+            (
+                "Error: listen EADDRINUSE: address already in use :::3000",
+                "EADDRINUSE",
+            ),
+            (
+                "java.net.BindException: Address already in use",
+                "EADDRINUSE",
+            ),
+            ("OSError: [Errno 98] Address already in use", "EADDRINUSE"),
+            (
+                "java.net.SocketTimeoutException: connect timed out",
+                "ETIMEDOUT",
+            ),
+            (
+                "TimeoutError: [Errno 110] Connection timed out",
+                "ETIMEDOUT",
+            ),
+        ];
+        for (line, key) in lines {
+            let want = by_key(key);
+            assert_eq!(
+                symptom(line).map(|s| s.message),
+                Some(want.message),
+                "{line:?}"
+            );
+            assert_eq!(explain(line), Some(want.text), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn symptom_messages_and_numbers_are_what_libc_prints() {
+        // std formats an OS error with strerror(): the message this host's
+        // libc prints for that number, so a wrong number or message fails.
+        for s in symptoms() {
+            let Some((name, number)) = s.errno else {
+                continue;
+            };
+            let printed = std::io::Error::from_raw_os_error(i32::from(number)).to_string();
+            assert!(printed.starts_with(s.message), "{name} {number}: {printed}");
+            assert_eq!(symptom(&printed).map(|g| g.message), Some(s.message));
+            assert!(
+                s.text
+                    .starts_with(&format!("\"{}\" ({name}, errno {number})", s.message)),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_text_is_no_symptom_and_topics_win() {
+        for text in [
+            "",
+            "   ",
+            "no-such-topic",
+            "hello world",
+            "connection",
+            "timeout",
+            "too many",
+            "errno 1234",
+            "42",
+            "reset",
+        ] {
+            assert!(symptom(text).is_none(), "{text:?}");
+            assert_eq!(explain(text), None, "{text:?}");
+        }
+        // A state or finding name stays its topic.
+        assert_eq!(explain("close-wait"), explain("CLOSE_WAIT"));
+        assert!(explain("close-wait")
+            .unwrap_or_default()
+            .starts_with("CLOSE_WAIT"));
+        assert!(explain("fd_exhaustion")
+            .unwrap_or_default()
+            .starts_with("fd_exhaustion"));
+    }
+
+    #[test]
+    fn symptom_texts_say_what_to_run_and_what_to_read() {
+        let list = symptoms();
+        for (i, s) in list.iter().enumerate() {
+            let name = s.message;
+            assert!(
+                list[i + 1..].iter().all(|o| o.message != name),
+                "{name} twice"
+            );
+            assert!(!s.line.is_empty() && s.line.chars().count() <= 48, "{name}");
+            if let Some((errno, _)) = s.errno {
+                assert!(s.line.starts_with(errno), "{name}");
+            }
+            assert!(s.text.starts_with(&format!("\"{name}")), "{name}");
+            assert!(s.text.ends_with('\n'), "{name}");
+            for line in s.text.lines() {
+                assert!(line.chars().count() <= 78, "{name}: {line:?}");
+            }
+            assert!(s.text.contains("\nWhat it means: "), "{name}");
+            assert!(s.text.contains("\nWhat it usually signals: "), "{name}");
+            let run = s.text.split("\nRun:\n").nth(1).unwrap_or_default();
+            let commands = run.lines().filter(|l| l.starts_with("  sockleak ")).count();
+            assert!(commands >= 1, "{name}: no command to run");
+            let next = s.text.split("\nRead next: ").nth(1).unwrap_or_default();
+            let topics: Vec<&str> = next
+                .split([',', ' ', '\n'])
+                .filter(|t| !t.is_empty())
+                .collect();
+            assert!(topics.len() >= 2, "{name}: {topics:?}");
+            for t in topics {
+                assert_eq!(canonical(t), Some(t), "{name}: read next {t:?}");
+            }
+        }
     }
 }

@@ -37,12 +37,16 @@ pub enum Command {
     Scan(ScanArgs),
     /// Show what this run can see and what it cannot, and how to fix each gap.
     Doctor,
-    /// Explain a TCP state or a finding kind in plain words (no topic: list
-    /// the topics).
+    /// Explain a TCP state, a finding or an error message in plain words
+    /// (none: list all).
     Explain {
-        /// A TCP state (close-wait, TIME_WAIT, ...) or a finding kind
-        /// (close_wait_leak, ...).
-        topic: Option<String>,
+        /// A TCP state (close-wait, TIME_WAIT, ...), a finding kind
+        /// (close_wait_leak, ...), or a symptom: an error message as it was
+        /// printed ("Too many open files", "connect: Cannot assign requested
+        /// address", ECONNRESET, "errno 99"). Several words are read as one
+        /// message, so quotes are optional.
+        #[arg(value_name = "TOPIC|ERROR", num_args = 0.., trailing_var_arg = true)]
+        topic: Vec<String>,
     },
     /// Leak regression check: snapshot a server, load it, snapshot it again;
     /// FAIL (exit 1) when it holds more CLOSE_WAIT sockets or fds than before.

@@ -6,7 +6,8 @@
 use super::target::{self, Spawned, CANCEL, SIGNAL};
 use crate::cli::parse_duration_s;
 use crate::exit;
-use crate::loadgen::{self, Behavior, HttpTarget, LoadReport, LoadSpec, TcpTarget};
+use crate::loadgen::{self, Behavior, HttpTarget, LoadCounters, LoadReport, LoadSpec, TcpTarget};
+use crate::output::progress::{check_line, CheckPhase, StatusLine};
 use crate::output::{self, style::Style};
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args};
@@ -20,7 +21,8 @@ use sockleak_model::regression::{
 use sockleak_model::{Filter, PartialKind, PartialNote, Snapshot, StateSet, TcpState};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The schema id of `--json`; bump only with incompatible changes.
@@ -274,7 +276,6 @@ impl Load {
             behavior: a.behavior,
             deadline: a.deadline,
             timeout: a.timeout,
-            progress: !a.json,
         }))
     }
 
@@ -436,6 +437,120 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// The phases the status line tells apart.
+const PHASE_READY: u8 = 0;
+const PHASE_BASELINE: u8 = 1;
+const PHASE_LOAD: u8 = 2;
+const PHASE_SETTLE: u8 = 3;
+
+/// What the check is doing, written by the check and read by its status
+/// line's thread (relaxed atomics: a figure one tick old is fine).
+struct Progress {
+    started: Instant,
+    phase: AtomicU8,
+    /// When the phase began, in ms since `started`.
+    phase_at_ms: AtomicU64,
+    /// While settling: when the counts last changed, in ms since `started`.
+    changed_at_ms: AtomicU64,
+    load: Arc<LoadCounters>,
+}
+
+impl Progress {
+    fn new(started: Instant, phase: u8) -> Progress {
+        let p = Progress {
+            started,
+            phase: AtomicU8::new(phase),
+            phase_at_ms: AtomicU64::new(0),
+            changed_at_ms: AtomicU64::new(0),
+            load: Arc::new(LoadCounters::default()),
+        };
+        p.enter(phase);
+        p
+    }
+
+    fn ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn enter(&self, phase: u8) {
+        let now = self.ms();
+        self.phase_at_ms.store(now, Ordering::Relaxed);
+        self.changed_at_ms.store(now, Ordering::Relaxed);
+        self.phase.store(phase, Ordering::Relaxed);
+    }
+
+    fn counts_changed(&self) {
+        self.changed_at_ms.store(self.ms(), Ordering::Relaxed);
+    }
+
+    /// The phase as the status line shows it; `load` is the built-in load's
+    /// request count and unit (`None`: a load command).
+    fn phase(&self, d: Limits, load: Option<(u64, &'static str)>) -> CheckPhase {
+        let now = self.started.elapsed();
+        let since =
+            |at: &AtomicU64| now.saturating_sub(Duration::from_millis(at.load(Ordering::Relaxed)));
+        let in_phase = since(&self.phase_at_ms);
+        match self.phase.load(Ordering::Relaxed) {
+            PHASE_READY => CheckPhase::Ready {
+                gives_up_in: d.ready_timeout.saturating_sub(in_phase),
+            },
+            PHASE_LOAD => match load {
+                Some((total, unit)) => CheckPhase::Load {
+                    done: self.load.finished.load(Ordering::Relaxed),
+                    failed: self.load.failed.load(Ordering::Relaxed),
+                    total,
+                    unit,
+                    running: in_phase,
+                },
+                None => CheckPhase::LoadCommand {
+                    running: in_phase,
+                    deadline_in: d.deadline.saturating_sub(in_phase),
+                },
+            },
+            PHASE_SETTLE => CheckPhase::Settle {
+                steady: since(&self.changed_at_ms),
+                quiet: QUIET,
+                gives_up_in: d.settle.saturating_sub(in_phase),
+            },
+            _ => CheckPhase::Baseline,
+        }
+    }
+}
+
+/// The time limits of a check, copied for the status line's thread.
+#[derive(Clone, Copy)]
+struct Limits {
+    ready_timeout: Duration,
+    settle: Duration,
+    deadline: Duration,
+}
+
+/// Starts the status line of a check (a no-op unless stderr is a terminal).
+fn status_line(progress: &Arc<Progress>, args: &CheckArgs, load: &Load) -> StatusLine {
+    let load = match load {
+        Load::Builtin(s) => Some((
+            s.requests,
+            match s.target {
+                loadgen::Target::Http(_) => "requests",
+                loadgen::Target::Tcp(_) => "connections",
+            },
+        )),
+        Load::Command(_) => None,
+    };
+    let limits = Limits {
+        ready_timeout: args.ready_timeout,
+        settle: args.settle,
+        deadline: args.deadline,
+    };
+    let progress = progress.clone();
+    StatusLine::start(move || {
+        Some(check_line(
+            progress.started.elapsed(),
+            &progress.phase(limits, load),
+        ))
+    })
+}
+
 fn check_target(
     args: &CheckArgs,
     load: &Load,
@@ -445,6 +560,15 @@ fn check_target(
     started_ms: u64,
     style: Style,
 ) -> std::result::Result<u8, Failure> {
+    let progress = Arc::new(Progress::new(
+        started,
+        if tgt.spawned.is_some() {
+            PHASE_READY
+        } else {
+            PHASE_BASELINE
+        },
+    ));
+    let line = status_line(&progress, args, load);
     let listening = if tgt.spawned.is_some() {
         wait_ready(tgt, args.ready_port, args.ready_timeout)?
     } else {
@@ -456,6 +580,7 @@ fn check_target(
     }
 
     // Baseline.
+    progress.enter(PHASE_BASELINE);
     let (base_snap, base_pids) = tgt.snapshot(StateSet::ALL, false);
     if base_pids.is_empty() {
         return Err(anyhow::anyhow!("target pid {}: gone before the baseline", tgt.root).into());
@@ -494,9 +619,10 @@ fn check_target(
         generator: None,
         command: None,
     };
+    progress.enter(PHASE_LOAD);
     let mut load_check = match load {
         Load::Builtin(spec) => {
-            let rep = loadgen::run(spec, &CANCEL)?;
+            let rep = loadgen::run(spec, &CANCEL, progress.load.clone())?;
             let c = generator_check(&rep, args.max_failed_requests);
             load_info.generator = Some(rep);
             c
@@ -517,13 +643,16 @@ fn check_target(
     }
 
     // Settle, unless the target is gone.
+    progress.enter(PHASE_SETTLE);
     let settle_started = Instant::now();
     let mut exit = tgt.exited();
     let (final_snap, final_pids, settled) = if exit.is_some() {
         (Snapshot::default(), Vec::new(), false)
     } else {
-        settle(tgt, args.settle)?
+        settle(tgt, args.settle, &progress)?
     };
+    // The report follows: the line is cleared first.
+    drop(line);
     if exit.is_none() {
         exit = tgt.exited();
     }
@@ -684,6 +813,7 @@ fn listening_of(snap: &Snapshot) -> Vec<String> {
 fn settle(
     tgt: &mut Target,
     limit: Duration,
+    progress: &Progress,
 ) -> std::result::Result<(Snapshot, Vec<u32>, bool), Failure> {
     let until = Instant::now() + limit;
     let (mut snap, mut pids) = tgt.snapshot(StateSet::ALL, true);
@@ -705,6 +835,7 @@ fn settle(
         if counts != last {
             last = counts;
             still_since = Instant::now();
+            progress.counts_changed();
         }
         snap = s;
         pids = p;

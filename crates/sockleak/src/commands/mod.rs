@@ -31,7 +31,10 @@ pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Scan(args) => scan::run(&args, style),
         Command::Doctor => doctor::run(style),
-        Command::Explain { topic } => explain::run(topic.as_deref()),
+        Command::Explain { topic } => {
+            let words = topic.join(" ");
+            explain::run((!words.trim().is_empty()).then_some(words.as_str()))
+        }
         Command::Check(args) => check::run(&args, style),
         Command::Run(args) => run::run(&args, style),
         Command::Serve(args) => serve::run(&args),

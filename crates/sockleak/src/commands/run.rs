@@ -10,6 +10,7 @@
 use super::check::parse_duration;
 use super::target::{self, CANCEL, SIGNAL};
 use crate::exit;
+use crate::output::progress::{run_line, StatusLine, TreeFigures};
 use crate::output::style::Style;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -22,7 +23,8 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Run a command and report the sockets and fds its processes leak.
@@ -177,6 +179,11 @@ pub fn run(args: &RunArgs, style: Style) -> Result<u8> {
     let mut samples = 0u32;
     let mut forwarded = false;
     let started = Instant::now();
+    let figures = Arc::new(Figures::default());
+    let line = {
+        let figures = figures.clone();
+        StatusLine::start(move || Some(run_line(started.elapsed(), figures.get())))
+    };
     loop {
         reap(root, &mut root_status);
         let table = target::process_table();
@@ -193,6 +200,7 @@ pub fn run(args: &RunArgs, style: Style) -> Result<u8> {
             });
             samples += 1;
             record(&snap, &mut tracks, min_age_ms, &cfg);
+            figures.set(u64::from(samples), &snap);
         }
         if root_status.is_some() {
             for t in tracks.values_mut() {
@@ -212,6 +220,8 @@ pub fn run(args: &RunArgs, style: Style) -> Result<u8> {
         }
         std::thread::sleep(args.interval);
     }
+    // The report follows: the line is cleared first.
+    drop(line);
     let code = root_status.unwrap_or(0);
     let leaky: Vec<&Track> = tracks
         .values()
@@ -244,6 +254,45 @@ pub fn run(args: &RunArgs, style: Style) -> Result<u8> {
         return Ok(exit::FINDINGS);
     }
     Ok(u8::try_from(code).unwrap_or(255))
+}
+
+/// The tree's figures at its latest sample, written by the sampling loop
+/// and read by the status line's thread.
+#[derive(Default)]
+struct Figures {
+    samples: AtomicU64,
+    processes: AtomicU64,
+    close_wait: AtomicU64,
+    fds: AtomicU64,
+}
+
+impl Figures {
+    fn set(&self, samples: u64, snap: &Snapshot) {
+        let close_wait = snap
+            .sockets
+            .iter()
+            .filter(|s| s.state == TcpState::CloseWait && !s.owners.is_empty())
+            .count() as u64;
+        let fds: u64 = snap
+            .processes
+            .iter()
+            .map(|p| u64::from(p.fd_count.unwrap_or(0)))
+            .sum();
+        self.samples.store(samples, Ordering::Relaxed);
+        self.processes
+            .store(snap.processes.len() as u64, Ordering::Relaxed);
+        self.close_wait.store(close_wait, Ordering::Relaxed);
+        self.fds.store(fds, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> TreeFigures {
+        TreeFigures {
+            samples: self.samples.load(Ordering::Relaxed),
+            processes: self.processes.load(Ordering::Relaxed),
+            close_wait: self.close_wait.load(Ordering::Relaxed),
+            fds: self.fds.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Reaps every exited child (the command, and orphans reparented to

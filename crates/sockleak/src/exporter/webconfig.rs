@@ -28,7 +28,7 @@ struct RawWebConfig {
     tls_server_config: Option<RawTls>,
     basic_auth_users: Option<BTreeMap<String, String>>,
     /// exporter-toolkit's `http_server_config` (headers, http2): refused.
-    http_server_config: Option<serde_yaml::Value>,
+    http_server_config: Option<serde_norway::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,9 +40,9 @@ struct RawTls {
     max_version: Option<String>,
     client_auth_type: Option<String>,
     client_ca_file: Option<String>,
-    cipher_suites: Option<serde_yaml::Value>,
-    curve_preferences: Option<serde_yaml::Value>,
-    prefer_server_cipher_suites: Option<serde_yaml::Value>,
+    cipher_suites: Option<serde_norway::Value>,
+    curve_preferences: Option<serde_norway::Value>,
+    prefer_server_cipher_suites: Option<serde_norway::Value>,
 }
 
 /// The validated web configuration.
@@ -83,7 +83,7 @@ impl WebConfig {
                 http_server_config: None,
             }
         } else {
-            serde_yaml::from_str(text).context("parse YAML")?
+            serde_norway::from_str(text).context("parse YAML")?
         };
         if raw.http_server_config.is_some() {
             bail!("http_server_config (headers, http2) is not supported by sockleak");

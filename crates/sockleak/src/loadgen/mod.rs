@@ -16,7 +16,6 @@ use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use serde::Serialize;
 use stats::{Latency, Recorder};
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -149,8 +148,6 @@ pub struct LoadSpec {
     pub deadline: Duration,
     /// One request (connect included) fails after this long.
     pub timeout: Duration,
-    /// Show a progress line on stderr (only when stderr is a terminal).
-    pub progress: bool,
 }
 
 /// Why the run ended.
@@ -185,19 +182,32 @@ pub struct LoadReport {
     pub stop: Stop,
 }
 
+/// Requests finished so far, for a progress display on another thread:
+/// the workers only add to them (relaxed atomics, no locking).
+#[derive(Debug, Default)]
+pub struct LoadCounters {
+    /// Requests that ended, failed ones included.
+    pub finished: AtomicU64,
+    pub failed: AtomicU64,
+}
+
 /// Counters the workers share.
 struct Shared {
     next: AtomicU64,
-    finished: AtomicU64,
-    failed: AtomicU64,
+    counters: Arc<LoadCounters>,
 }
 
 /// Connections held until the whole run ends (unread-body). Dropping the
 /// list closes them.
 type Held = Arc<Mutex<Vec<Box<dyn Send>>>>;
 
-/// Runs the load to completion, the deadline, or until `cancel` is set.
-pub fn run(spec: &LoadSpec, cancel: &'static AtomicBool) -> Result<LoadReport> {
+/// Runs the load to completion, the deadline, or until `cancel` is set;
+/// `counters` follow the requests as they end.
+pub fn run(
+    spec: &LoadSpec,
+    cancel: &'static AtomicBool,
+    counters: Arc<LoadCounters>,
+) -> Result<LoadReport> {
     if spec.requests == 0 || spec.concurrency == 0 {
         bail!("--requests and --concurrency must be at least 1");
     }
@@ -215,8 +225,7 @@ pub fn run(spec: &LoadSpec, cancel: &'static AtomicBool) -> Result<LoadReport> {
         .collect();
     let shared = Arc::new(Shared {
         next: AtomicU64::new(0),
-        finished: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
+        counters,
     });
     let held: Held = Arc::new(Mutex::new(Vec::new()));
     let stop = rt.block_on(async {
@@ -226,8 +235,6 @@ pub fn run(spec: &LoadSpec, cancel: &'static AtomicBool) -> Result<LoadReport> {
                 (spec.clone(), shared.clone(), rec.clone(), held.clone());
             set.spawn(async move { worker(spec, shared, rec, held, cancel).await });
         }
-        let progress = (spec.progress && std::io::stderr().is_terminal())
-            .then(|| tokio::spawn(progress_line(shared.clone(), spec.requests)));
         let all_done = async { while set.join_next().await.is_some() {} };
         let deadline = tokio::time::sleep(spec.deadline);
         let stop = tokio::select! {
@@ -238,10 +245,6 @@ pub fn run(spec: &LoadSpec, cancel: &'static AtomicBool) -> Result<LoadReport> {
         // Dropping the tasks drops their connections (aborted mid-request).
         set.abort_all();
         while set.join_next().await.is_some() {}
-        if let Some(p) = progress {
-            p.abort();
-            eprint!("\r{:60}\r", "");
-        }
         stop
     });
     // Close what unread-body held, then everything the runtime still owns.
@@ -333,31 +336,15 @@ async fn worker(
                 r.failure(e);
                 http_conn = None;
                 tcp_conn = None;
-                shared.failed.fetch_add(1, Ordering::Relaxed);
+                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {
                 r.failure(format!("timed out after {:?}", spec.timeout));
                 http_conn = None;
                 tcp_conn = None;
-                shared.failed.fetch_add(1, Ordering::Relaxed);
+                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
-        shared.finished.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// `\r`-rewritten progress on stderr (a terminal only).
-async fn progress_line(shared: Arc<Shared>, total: u64) {
-    loop {
-        let done = shared.finished.load(Ordering::Relaxed);
-        let failed = shared.failed.load(Ordering::Relaxed);
-        let width = 30u64;
-        let filled = (done.saturating_mul(width) / total.max(1)).min(width) as usize;
-        eprint!(
-            "\rload [{}{}] {done}/{total} requests, {failed} failed",
-            "#".repeat(filled),
-            "-".repeat(width as usize - filled)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        shared.counters.finished.fetch_add(1, Ordering::Relaxed);
     }
 }

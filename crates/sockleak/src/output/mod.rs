@@ -9,6 +9,7 @@ pub mod jsonl;
 pub mod junit;
 pub mod partial;
 pub mod plain;
+pub mod progress;
 pub mod sockets;
 pub mod style;
 pub mod svg;

@@ -36,6 +36,7 @@ fn spawned_leaky_server_fails_with_exact_close_wait_count_and_valid_reports() {
         junit_s,
     ]);
     assert_eq!(code, 1, "a leak is FAIL (exit 1): {err}");
+    assert_no_status_line(&err);
     assert_eq!(doc["verdict"], "fail");
     assert_eq!(
         doc["deltas"]["states"]["CLOSE_WAIT"], 50,
@@ -112,6 +113,8 @@ fn spawned_fixed_server_passes_and_human_output_says_so() {
         junit.to_str().expect("utf-8"),
     ]);
     assert_eq!(code, 0, "fixed server PASSes: {out}\n{err}");
+    assert_no_status_line(&err);
+    assert!(!out.contains('\r'), "{out:?}");
     assert!(
         out.starts_with(
             "after 50 requests the target holds no more sockets or fds than before: PASS"

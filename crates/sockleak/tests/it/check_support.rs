@@ -228,3 +228,15 @@ pub fn validate_junit_xsd(path: &PathBuf) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Nothing of the terminal status line of `check` and `run` reached a
+/// stderr that is not a terminal (here, the test's pipe).
+pub fn assert_no_status_line(stderr: &str) {
+    assert!(!stderr.contains('\r'), "\\r on a non-terminal: {stderr:?}");
+    for piece in ["settling: counts steady", " requests, ", " samples, "] {
+        assert!(
+            !stderr.contains(piece),
+            "status line text {piece:?} on a non-terminal: {stderr}"
+        );
+    }
+}

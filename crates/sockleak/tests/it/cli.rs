@@ -26,6 +26,7 @@ fn help_texts_match_snapshots() {
     for (name, args) in [
         ("help.txt", vec!["--help"]),
         ("scan-help.txt", vec!["scan", "--help"]),
+        ("explain-help.txt", vec!["explain", "--help"]),
     ] {
         let (code, out, _) = run(&args);
         assert_eq!(code, 0);
@@ -43,11 +44,113 @@ fn exit_codes() {
     let (code, _, err) = run(&["explain", "no-such-topic"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown topic"), "{err}");
+    let (code, _, err) = run(&["explain", "no", "such", "error"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("\"no such error\": unknown topic"), "{err}");
     let (code, out, _) = run(&["explain"]);
     assert_eq!(code, 0);
     assert!(out.contains("close-wait"));
     let (code, _, _) = run(&["--version"]);
     assert_eq!(code, 0);
+}
+
+/// `sockleak explain` takes the error message a user pastes (quoted or as
+/// loose words) and prints the symptom's text, and `explain` alone lists the
+/// symptoms; every command a symptom suggests runs as printed.
+#[test]
+fn explain_takes_pasted_error_messages() {
+    let (code, list, _) = run(&["explain"]);
+    assert_eq!(code, 0);
+    let symptoms = list
+        .split("\nSymptoms (")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Symptoms block: {list}"));
+    let messages: Vec<String> = symptoms
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.trim_start().split("  ").next().map(str::to_string))
+        .filter(|m| !m.is_empty())
+        .collect();
+    for want in [
+        "Too many open files",
+        "Cannot assign requested address",
+        "Timeout waiting for connection",
+        "Connection reset by peer",
+    ] {
+        assert!(messages.iter().any(|m| m == want), "{want}: {symptoms}");
+    }
+
+    for (pasted, header) in [
+        (
+            "java.net.SocketException: Too many open files",
+            "\"Too many open files\" (EMFILE, errno 24)",
+        ),
+        (
+            "OSError: [Errno 23] Too many open files in system",
+            "\"Too many open files in system\" (ENFILE",
+        ),
+        (
+            "dial tcp 10.0.0.7:443: connect: cannot assign requested address",
+            "\"Cannot assign requested address\" (EADDRNOTAVAIL",
+        ),
+        ("errno 99", "\"Cannot assign requested address\""),
+        (
+            "com.amazonaws.SdkClientException: Unable to execute HTTP request: Timeout \
+             waiting for connection from pool",
+            "\"Timeout waiting for connection from pool\"",
+        ),
+        (
+            "ConnectionResetError: [Errno 104] Connection reset by peer",
+            "\"Connection reset by peer\" (ECONNRESET",
+        ),
+        ("ECONNREFUSED", "\"Connection refused\" (ECONNREFUSED"),
+    ] {
+        // One quoted argument, and the same words unquoted.
+        let words: Vec<&str> = pasted.split(' ').collect();
+        for args in [vec!["explain", pasted], [vec!["explain"], words].concat()] {
+            let (code, out, err) = run(&args);
+            assert_eq!(code, 0, "{args:?}: {err}");
+            assert!(out.starts_with(header), "{args:?}: {out}");
+            assert!(out.contains("\nRun:\n  sockleak "), "{out}");
+            assert!(out.contains("\nRead next: "), "{out}");
+        }
+    }
+
+    // Every suggested command runs: PID, NAME and PORT filled in with this
+    // test process, its comm and a port it listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    let pid = std::process::id().to_string();
+    let name = comm(std::process::id());
+    let mut commands = std::collections::BTreeSet::new();
+    for m in &messages {
+        let (code, out, err) = run(&["explain", m]);
+        assert_eq!(code, 0, "{m}: {err}");
+        for line in out.lines().filter(|l| l.starts_with("  sockleak ")) {
+            commands.insert(line.trim().to_string());
+        }
+    }
+    assert!(commands.len() >= 5, "{commands:?}");
+    for command in &commands {
+        let mut args: Vec<&str> = command
+            .split(' ')
+            .skip(1)
+            .map(|w| match w {
+                "PID" => pid.as_str(),
+                "NAME" => name.as_str(),
+                "PORT" => port.as_str(),
+                w => w,
+            })
+            .collect();
+        match args[0] {
+            "scan" => args.extend(["--fail-on", "never"]),
+            "watch" => args.extend(["--count", "1", "--interval", "100ms", "--jsonl"]),
+            other => panic!("{command}: unexpected command {other}"),
+        }
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 0, "{command} ({args:?}): {err}");
+    }
+    drop(listener);
 }
 
 #[test]

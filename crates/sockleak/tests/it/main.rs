@@ -5,6 +5,7 @@
 mod bench_selftest;
 mod check_behaviors;
 mod check_leak;
+mod check_progress;
 mod check_spawn;
 mod check_support;
 mod cli;

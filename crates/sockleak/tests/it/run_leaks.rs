@@ -22,6 +22,7 @@ fn leaky_script_fails_with_fail_on_leak_and_names_the_process() {
         "8",
     ]);
     assert_eq!(code, 1, "{err}");
+    assert_no_status_line(&err);
     assert!(err.contains("LEAK python3"), "{err}");
     assert!(err.contains("held 8 CLOSE_WAIT socket(s)"), "{err}");
     assert!(err.contains("pipes +16"), "{err}");

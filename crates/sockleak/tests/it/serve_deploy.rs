@@ -93,7 +93,7 @@ fn dashboard_and_rules_use_only_documented_metrics() {
 fn daemonset_grants_exactly_the_documented_privileges() {
     let text = std::fs::read_to_string(repo_root().join("deploy/kubernetes/daemonset.yaml"))
         .expect("daemonset");
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+    let docs: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).expect("YAML document"))
         .collect();
     let ds = docs

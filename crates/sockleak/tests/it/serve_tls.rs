@@ -154,4 +154,12 @@ fn a_bad_web_config_is_refused_at_startup() {
     let (code, _, err) = run(&["serve", "--listen", "127.0.0.1:0", "--web-config", p]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("client_ca_file is not supported"), "{err}");
+    // Broken YAML: the file, the parser's problem and where it is.
+    std::fs::write(&path, "basic_auth_users:\n  prom: \"unterminated\n").expect("write");
+    let (code, _, err) = run(&["serve", "--listen", "127.0.0.1:0", "--web-config", p]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(p) && err.contains("parse YAML") && err.contains("line 2"),
+        "{err}"
+    );
 }
