@@ -55,7 +55,8 @@ fn whole_tree_every_field() {
             ppid: 1,
             start_time: 424242,
             comm: "evil) name (x)".to_string(),
-            cmdline: "/usr/bin/evil --flag value with space".to_string(),
+            // The argument with spaces is quoted: boundaries survive the join.
+            cmdline: "/usr/bin/evil --flag 'value with space'".to_string(),
             uid: 1000,
             netns: 4026531840,
             ns_pid: Some(7),

@@ -88,7 +88,10 @@ fn child_fd_table_limits_and_identity_are_exact() {
     assert_eq!(p.fds, Some(kinds));
     assert_eq!(p.fd_count, Some(kinds.total()));
     assert_eq!((p.fd_limit, p.fd_limit_hard), (Some(777), Some(888)));
-    assert_eq!(p.cmdline, format!("{} -c {}", peer.python, peer.script));
+    assert_eq!(
+        p.cmdline,
+        sockleak_model::process::join_args(&[peer.python.as_str(), "-c", peer.script.as_str()])
+    );
     assert_eq!(p.start_time, start_time_of(pid));
     assert_eq!(p.ppid, std::process::id());
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");

@@ -41,6 +41,11 @@ pub struct HistoryConfig {
     /// A socket missing from this many consecutive snapshots is forgotten
     /// (default 2: one missed dump does not reset its age).
     pub forget_after_samples: u64,
+    /// At most this many socket groups, and as many TIME_WAIT destinations,
+    /// have a series (default 20 000): a burst toward distinct peers must
+    /// not grow memory without bound. New ones beyond are counted in
+    /// [`History::untracked_groups`].
+    pub max_groups: usize,
 }
 
 impl Default for HistoryConfig {
@@ -50,6 +55,7 @@ impl Default for HistoryConfig {
             max_points: 300,
             max_sockets: 1_000_000,
             forget_after_samples: 2,
+            max_groups: 20_000,
         }
     }
 }
@@ -268,6 +274,7 @@ pub struct History {
     groups: HashMap<SeriesKey, GroupHistory>,
     time_wait: HashMap<TimeWaitKey, GroupHistory>,
     untracked: u64,
+    untracked_groups: u64,
     /// Per socket of the last snapshot, in its order: what its record said
     /// after the snapshot was taken in ([`AgeHints::state_since_at`]).
     since: Vec<SinceAt>,
@@ -349,6 +356,12 @@ impl History {
     /// Sockets currently remembered.
     pub fn tracked_sockets(&self) -> usize {
         self.sockets.len()
+    }
+
+    /// New groups and TIME_WAIT destinations not tracked because
+    /// `max_groups` was reached (cumulative).
+    pub fn untracked_groups(&self) -> u64 {
+        self.untracked_groups
     }
 
     /// New sockets not tracked because `max_sockets` was reached.
@@ -493,9 +506,14 @@ impl History {
                 state: s.state,
                 since_ms,
             });
-            let g = groups_now.entry(key).or_default();
-            g.0 += 1;
-            g.1 += u32::from(arrived_group);
+            // TIME_WAIT has no owner: its group would be one "client" row
+            // per peer port (a burst of 5.4k short connections made 5.4k
+            // series). TIME_WAIT is followed per destination below.
+            if s.state != TcpState::TimeWait {
+                let g = groups_now.entry(key).or_default();
+                g.0 += 1;
+                g.1 += u32::from(arrived_group);
+            }
             if let Some(k) = twk {
                 let t = tw_now.entry(k).or_default();
                 t.0 += 1;
@@ -520,9 +538,33 @@ impl History {
         });
 
         let cfg = &self.cfg;
-        update_groups(&mut self.groups, groups_now, &departed, now_ms, seq, cfg);
-        update_groups(&mut self.time_wait, tw_now, &departed, now_ms, seq, cfg);
+        // The window is the samples kept (`max_points` may shorten it).
+        let start = self.times.front().copied().unwrap_or(now_ms);
+        self.untracked_groups += update_groups(
+            &mut self.groups,
+            groups_now,
+            &departed,
+            now_ms,
+            start,
+            seq,
+            cfg,
+        );
+        self.untracked_groups += update_groups(
+            &mut self.time_wait,
+            tw_now,
+            &departed,
+            now_ms,
+            start,
+            seq,
+            cfg,
+        );
         self.update_processes(snap, &proc_states, now_ms);
+        // A group whose owner is gone has nothing left to report.
+        let procs = &self.procs;
+        self.groups.retain(|k, _| match (k.pid, k.start_time) {
+            (Some(pid), Some(start_time)) => procs.contains_key(&ProcKey { pid, start_time }),
+            _ => true,
+        });
     }
 
     /// The [`SinceAt`] of a cookie's record as it stands.
@@ -615,18 +657,26 @@ impl History {
     }
 }
 
-/// Appends this sample's point to every group (zero for groups not seen),
+/// Appends this sample's point to every group seen, and one zero point to
+/// a group when it empties (idle series are sparse: no zero per sample),
 /// trims the window and drops groups that stayed empty for all of it.
+/// Returns how many new groups were not tracked (`max_groups`).
 fn update_groups<K: Hash + Eq + Copy>(
     groups: &mut HashMap<K, GroupHistory>,
     now: HashMap<K, (u32, u32)>,
     departed: &HashMap<u64, u32>,
     now_ms: u64,
+    window_start_ms: u64,
     seq: u64,
     cfg: &HistoryConfig,
-) {
-    let cutoff = now_ms.saturating_sub(cfg.window_ms);
+) -> u64 {
+    let cutoff = now_ms.saturating_sub(cfg.window_ms).max(window_start_ms);
+    let mut untracked = 0;
     for (key, (count, arrived)) in now {
+        if !groups.contains_key(&key) && groups.len() >= cfg.max_groups {
+            untracked += 1;
+            continue;
+        }
         let g = groups.entry(key).or_default();
         g.points.push_back(GroupPoint {
             t_ms: now_ms,
@@ -638,16 +688,20 @@ fn update_groups<K: Hash + Eq + Copy>(
     }
     groups.retain(|key, g| {
         if g.seen_seq != seq {
-            g.points.push_back(GroupPoint {
-                t_ms: now_ms,
-                count: 0,
-                arrived: 0,
-                departed: departed.get(&hash_of(key)).copied().unwrap_or(0),
-            });
+            let left = departed.get(&hash_of(key)).copied().unwrap_or(0);
+            if left > 0 || g.points.back().is_some_and(|p| p.count > 0) {
+                g.points.push_back(GroupPoint {
+                    t_ms: now_ms,
+                    count: 0,
+                    arrived: 0,
+                    departed: left,
+                });
+            }
         }
         trim(&mut g.points, cfg.max_points, |p| p.t_ms < cutoff);
         g.points.iter().any(|p| p.count > 0)
     });
+    untracked
 }
 
 /// Drops old entries from the front: those `too_old` says, and any beyond
@@ -862,6 +916,78 @@ mod tests {
         assert_eq!(p.prev.and_then(|q| q.fd_count), Some(4));
         h.observe(&snap(T0 + 2000, []), T0 + 2000);
         assert!(h.process(key).is_none());
+    }
+
+    /// Unowned TIME_WAIT toward `n` distinct peers, beside the server.
+    fn with_time_wait(t: u64, n: u16) -> Snapshot {
+        let mut s = snap(t, [100]);
+        for i in 0..n {
+            // Local ephemeral ports, each toward another peer port.
+            s.sockets.push(sock(
+                10_000 + u64::from(i),
+                TcpState::TimeWait,
+                33_000 + i,
+                20_000 + i,
+                None,
+            ));
+        }
+        s
+    }
+
+    #[test]
+    fn time_wait_makes_no_group_series_and_destinations_are_capped() {
+        let mut h = History::new(HistoryConfig {
+            max_groups: 50,
+            ..HistoryConfig::default()
+        });
+        h.observe(&with_time_wait(T0, 200), T0);
+        // Only the server's CLOSE_WAIT and LISTEN groups: no series per
+        // TIME_WAIT peer port.
+        assert_eq!(h.groups().count(), 2);
+        assert!(h.groups().all(|(k, _)| k.group.state != TcpState::TimeWait));
+        // 200 destinations, 50 followed, 150 counted as not tracked.
+        assert_eq!(h.time_wait.len(), 50);
+        assert_eq!(h.untracked_groups(), 150);
+    }
+
+    #[test]
+    fn idle_series_are_sparse_and_dropped_after_the_window() {
+        let mut h = History::new(HistoryConfig {
+            window_ms: 10_000,
+            ..HistoryConfig::default()
+        });
+        h.observe(&with_time_wait(T0, 20), T0);
+        // The burst is gone: each destination gets one zero point, not one
+        // per sample, and is dropped once the window has passed.
+        for i in 1..=5 {
+            h.observe(&snap(T0 + i * 1000, [100]), T0 + i * 1000);
+        }
+        assert_eq!(h.time_wait.len(), 20);
+        assert!(
+            h.time_wait.values().all(|g| g.points.len() == 2),
+            "one point, one zero"
+        );
+        for i in 6..=12 {
+            h.observe(&snap(T0 + i * 1000, [100]), T0 + i * 1000);
+        }
+        assert_eq!(h.time_wait.len(), 0);
+        // The live group keeps a point per sample.
+        assert_eq!(h.group(&cw_key()).map(|g| g.points.len()), Some(11));
+    }
+
+    #[test]
+    fn a_group_is_dropped_with_its_owner() {
+        let mut h = History::default();
+        h.observe(&snap(T0, 100..105), T0);
+        assert!(h.group(&cw_key()).is_some());
+        // The process exited; its sockets went with it.
+        let gone = Snapshot {
+            taken_at_ms: T0 + 1000,
+            ..Snapshot::default()
+        };
+        h.observe(&gone, T0 + 1000);
+        assert!(h.group(&cw_key()).is_none());
+        assert_eq!(h.groups().count(), 0);
     }
 
     #[test]
