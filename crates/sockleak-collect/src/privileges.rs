@@ -4,7 +4,7 @@
 //! `sockleak doctor`: each [`Check`] says whether a feature works here and, if
 //! not, the command that would make it work. Nothing here changes the system.
 
-use sockleak_model::{describe_processes, NoteProcess, PartialCause, PartialKind, PartialNote};
+use sockleak_model::{describe_processes, PartialCause, PartialKind, PartialNote};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 
@@ -323,27 +323,19 @@ fn check_refusals(
 /// same processes a scan's quiet note names.
 fn check_guarded(notes: &[PartialNote]) -> Check {
     const NAME: &str = "processes guarded by the system";
-    let guarded: Vec<&PartialNote> = notes.iter().filter(|n| n.is_guarded()).collect();
-    if guarded.is_empty() {
+    let Some(sockleak_model::snapshot::Guarded {
+        processes: procs,
+        whats,
+        reason,
+    }) = sockleak_model::snapshot::guarded_summary(notes)
+    else {
         return Check::new(
             NAME,
             true,
             "none: no security module or sandbox refused a read".to_string(),
             None,
         );
-    }
-    let mut procs: Vec<NoteProcess> = guarded
-        .iter()
-        .flat_map(|n| n.processes.iter().cloned())
-        .collect();
-    procs.sort_unstable_by_key(|p| p.pid);
-    procs.dedup_by_key(|p| p.pid);
-    let reason = guarded
-        .iter()
-        .find(|n| n.what == "fd tables")
-        .or_else(|| guarded.first())
-        .map_or("", |n| n.reason.as_str());
-    let whats: Vec<&str> = guarded.iter().map(|n| n.what.as_str()).collect();
+    };
     let who = if procs.is_empty() {
         whats.join(", ")
     } else {

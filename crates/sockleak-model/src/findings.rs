@@ -1007,22 +1007,35 @@ fn close_wait_tally(ctx: &Ctx<'_>, c: &Charged<'_>, a: Option<Age>) -> Tally {
     }
 }
 
-/// half_closed: the CLOSE_WAIT sockets of one group that their owner still
-/// writes to. Info: a half-close is legal TCP (the peer only said it will
-/// send no more); it turns into a close_wait_leak when the writes stop and
-/// the sockets stay.
-fn half_closed(ctx: &Ctx<'_>, owner: OwnerKey, gk: GroupKey, g: &Gathered) -> Finding {
-    let pid = owner.pid();
-    let proc_ = pid.and_then(|p| ctx.procs.get(p));
-    let mut f = Finding::new(FindingKind::HalfClosed, Severity::Info);
-    f.pid = pid;
-    f.set_process(proc_);
+/// A finding about one (owner, group) of a state rule: who, where, which
+/// side and endpoint.
+fn group_finding(
+    ctx: &Ctx<'_>,
+    kind: FindingKind,
+    severity: Severity,
+    owner: OwnerKey,
+    gk: GroupKey,
+) -> Finding {
+    let mut f = Finding::new(kind, severity);
+    f.pid = owner.pid();
+    f.orphan = owner == OwnerKey::Orphan;
+    f.set_process(owner.pid().and_then(|p| ctx.procs.get(p)));
     f.netns = Some(gk.netns);
     f.role = Some(gk.role);
     match gk.role {
         Role::Server => f.local = Some(gk.endpoint),
         Role::Client => f.remote = Some(gk.endpoint),
     }
+    f
+}
+
+/// half_closed: the CLOSE_WAIT sockets of one group that their owner still
+/// writes to. Info: a half-close is legal TCP (the peer only said it will
+/// send no more); it turns into a close_wait_leak when the writes stop and
+/// the sockets stay.
+fn half_closed(ctx: &Ctx<'_>, owner: OwnerKey, gk: GroupKey, g: &Gathered) -> Finding {
+    let pid = owner.pid();
+    let mut f = group_finding(ctx, FindingKind::HalfClosed, Severity::Info, owner, gk);
     f.count = g.active;
     f.min_age_s = Some(ctx.cfg.min_age_s);
     let (side, prep) = match gk.role {
@@ -1140,16 +1153,7 @@ fn close_wait_leaks(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         } else {
             Severity::Warning
         };
-        let mut f = Finding::new(FindingKind::CloseWaitLeak, severity);
-        f.pid = pid;
-        f.orphan = owner == OwnerKey::Orphan;
-        f.set_process(proc_);
-        f.netns = Some(gk.netns);
-        f.role = Some(gk.role);
-        match gk.role {
-            Role::Server => f.local = Some(gk.endpoint),
-            Role::Client => f.remote = Some(gk.endpoint),
-        }
+        let mut f = group_finding(ctx, FindingKind::CloseWaitLeak, severity, owner, gk);
         f.unread_bytes = Some(g.unread);
         g.fill(ctx, &mut f);
         let total = g.count + g.young + g.active;
@@ -1332,17 +1336,7 @@ fn fin_wait2_stuck(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
             Severity::Warning
         };
         let pid = owner.pid();
-        let proc_ = pid.and_then(|p| ctx.procs.get(p));
-        let mut f = Finding::new(FindingKind::FinWait2Stuck, severity);
-        f.pid = pid;
-        f.set_process(proc_);
-        f.netns = Some(gk.netns);
-        f.role = Some(gk.role);
-        f.orphan = orphan;
-        match gk.role {
-            Role::Server => f.local = Some(gk.endpoint),
-            Role::Client => f.remote = Some(gk.endpoint),
-        }
+        let mut f = group_finding(ctx, FindingKind::FinWait2Stuck, severity, owner, gk);
         g.fill(ctx, &mut f);
         f.peer_pid = g.peers.main_pid();
         f.peer_comm = f.peer_pid.and_then(|p| ctx.procs.comm(p));

@@ -43,6 +43,40 @@ pub struct NoteProcess {
     pub comm: String,
 }
 
+/// The guarded gaps of a scan summed up once, as the quiet note and
+/// doctor's line both tell them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guarded<'a> {
+    /// Every guarded process once, in pid order.
+    pub processes: Vec<NoteProcess>,
+    /// What of them could not be read ("fd tables", ...).
+    pub whats: Vec<&'a str>,
+    /// Why: the fd-table note's reason (it names the most capabilities
+    /// held), else the first.
+    pub reason: &'a str,
+}
+
+/// [`Guarded`] of `notes`; `None` when nothing was guarded.
+pub fn guarded_summary(notes: &[PartialNote]) -> Option<Guarded<'_>> {
+    let guarded: Vec<&PartialNote> = notes.iter().filter(|n| n.is_guarded()).collect();
+    let reason = guarded
+        .iter()
+        .find(|n| n.what == "fd tables")
+        .or_else(|| guarded.first())
+        .map(|n| n.reason.as_str())?;
+    let mut processes: Vec<NoteProcess> = guarded
+        .iter()
+        .flat_map(|n| n.processes.iter().cloned())
+        .collect();
+    processes.sort_unstable_by_key(|p| p.pid);
+    processes.dedup_by_key(|p| p.pid);
+    Some(Guarded {
+        processes,
+        whats: guarded.iter().map(|n| n.what.as_str()).collect(),
+        reason,
+    })
+}
+
 /// "pid 1 (process_api), pid 7 (sshd) +12 more": the first `shown`
 /// processes, the rest counted, as every surface names a note's processes.
 pub fn describe_processes(procs: &[NoteProcess], shown: usize) -> String {

@@ -56,20 +56,11 @@ pub fn lines(notes: &[PartialNote], vanished: bool) -> Vec<Line> {
 /// Every guarded gap as one line: the processes, what of them could not be
 /// read, and why no capability helps.
 fn guarded_line(notes: &[PartialNote]) -> Option<Line> {
-    let guarded: Vec<&PartialNote> = notes.iter().filter(|n| n.is_guarded()).collect();
-    // The fd-table reason names the most capabilities held; else the first.
-    let reason = guarded
-        .iter()
-        .find(|n| n.what == "fd tables")
-        .or_else(|| guarded.first())
-        .map(|n| n.reason.as_str())?;
-    let mut procs: Vec<NoteProcess> = guarded
-        .iter()
-        .flat_map(|n| n.processes.iter().cloned())
-        .collect();
-    procs.sort_unstable_by_key(|p| p.pid);
-    procs.dedup_by_key(|p| p.pid);
-    let whats: Vec<&str> = guarded.iter().map(|n| n.what.as_str()).collect();
+    let sockleak_model::snapshot::Guarded {
+        processes: procs,
+        whats,
+        reason,
+    } = sockleak_model::snapshot::guarded_summary(notes)?;
     let who = if procs.is_empty() {
         String::new()
     } else {
