@@ -19,3 +19,17 @@ mod pool;
 pub mod privileges;
 pub mod procfs;
 pub mod scan;
+
+/// The eBPF objects compiled into this build, as (object, bytes): both
+/// programs with the "bpf" feature, none without it. `sockleak --version`
+/// says which.
+pub fn embedded_bpf_objects() -> Vec<(&'static str, usize)> {
+    #[cfg(feature = "bpf")]
+    {
+        bpf::embedded_objects().to_vec()
+    }
+    #[cfg(not(feature = "bpf"))]
+    {
+        Vec::new()
+    }
+}

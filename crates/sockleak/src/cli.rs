@@ -61,6 +61,48 @@ pub enum Command {
     Watch(crate::commands::watch::WatchArgs),
     /// Sum up a recording of `watch --record` and chart it (SVG).
     Report(crate::commands::report::ReportArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell), generated from these definitions.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff); with --dir, write sockleak.1 and one page
+    /// per subcommand (sockleak-scan.1, ...) into DIR.
+    Man {
+        /// Write every page into this directory instead of printing
+        /// sockleak.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+/// The whole command line as clap sees it, with the long version: what is
+/// parsed, and what completions and man pages are generated from.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().long_version(long_version())
+}
+
+/// `sockleak --version`: the version, the commit it was built from (build.rs;
+/// "unknown" without git) and which eBPF objects are compiled in.
+pub fn long_version() -> String {
+    let objects = sockleak_collect::embedded_bpf_objects();
+    let bpf = if objects.is_empty() {
+        "eBPF objects: not built in (owners come from /proc)".to_string()
+    } else {
+        let list: Vec<String> = objects
+            .iter()
+            .map(|(name, bytes)| format!("{name} ({bytes} bytes)"))
+            .collect();
+        format!("eBPF objects: built in: {}", list.join(", "))
+    };
+    format!(
+        "{} (commit {})\n{bpf}",
+        env!("CARGO_PKG_VERSION"),
+        env!("SOCKLEAK_GIT_COMMIT")
+    )
 }
 
 /// Most worker threads `--threads` takes: more than the walk and the dumps

@@ -19,8 +19,11 @@ use std::process::ExitCode;
 
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {
-    use clap::Parser;
-    let cli = match cli::Cli::try_parse() {
+    use clap::FromArgMatches;
+    let cli = match cli::command()
+        .try_get_matches()
+        .and_then(|m| cli::Cli::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             // --help and --version are not errors.

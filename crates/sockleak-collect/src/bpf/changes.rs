@@ -30,7 +30,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
 /// The compiled statechg.bpf.c (regenerate with `tools/bpf/build`).
-static STATECHG_OBJ: &[u8] = aya::include_bytes_aligned!("statechg.bpf.o");
+pub(super) static STATECHG_OBJ: &[u8] = aya::include_bytes_aligned!("statechg.bpf.o");
 
 const PROGRAM_NAME: &str = "sockleak_statechg";
 const TRACEPOINT: &str = "inet_sock_set_state";

@@ -57,6 +57,14 @@ use std::os::unix::fs::MetadataExt;
 /// does not promise.
 static FDTABLE_OBJ: &[u8] = aya::include_bytes_aligned!("fdtable.bpf.o");
 
+/// The objects this build embeds, as (file, bytes).
+pub fn embedded_objects() -> [(&'static str, usize); 2] {
+    [
+        ("fdtable.bpf.o", FDTABLE_OBJ.len()),
+        ("statechg.bpf.o", changes::STATECHG_OBJ.len()),
+    ]
+}
+
 /// The program's function name in fdtable.bpf.c.
 const PROGRAM_NAME: &str = "sockleak_fdtable";
 

@@ -1,8 +1,10 @@
 //! One file per subcommand; `run` dispatches.
 
 pub mod check;
+mod completions;
 mod doctor;
 mod explain;
+mod man;
 pub mod report;
 pub mod run;
 mod scan;
@@ -40,5 +42,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Serve(args) => serve::run(&args),
         Command::Watch(args) => watch::run(&args, style),
         Command::Report(args) => report::run(&args, style),
+        Command::Completions { shell } => completions::run(shell),
+        Command::Man { dir } => man::run(dir.as_deref()),
     }
 }

@@ -34,6 +34,107 @@ fn help_texts_match_snapshots() {
     }
 }
 
+/// The subcommands `sockleak --help` lists (its "Commands:" block).
+fn subcommands() -> Vec<String> {
+    let (_, out, _) = run(&["--help"]);
+    let subs: Vec<String> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|s| s != "help")
+        .collect();
+    assert!(subs.len() >= 10, "parsed the Commands block: {subs:?}");
+    subs
+}
+
+#[test]
+fn completions_cover_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = run(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(out.len() > 1000, "{shell}: a real script, not a stub");
+        for sub in subcommands() {
+            assert!(out.contains(&sub), "{shell} completion lacks {sub}");
+        }
+        // Flags of a subcommand are completed too.
+        assert!(out.contains("fail-on"), "{shell}: scan's --fail-on");
+    }
+    let (code, _, _) = run(&["completions", "tcsh"]);
+    assert_eq!(code, 2, "an unknown shell is a usage error");
+}
+
+#[test]
+fn man_pages_cover_every_subcommand() {
+    let (code, page, err) = run(&["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH sockleak 1"),
+        "roff"
+    );
+    assert!(page.contains(".TH sockleak 1"), "{page}");
+    for sub in subcommands() {
+        assert!(page.contains(&sub), "sockleak.1 lacks {sub}");
+    }
+    // --dir: one page per subcommand, each with that command's flags.
+    let dir = std::env::temp_dir().join(format!("sockleak-it-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (code, _, err) = run(&["man", "--dir", dir.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{err}");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("man dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = subcommands()
+        .iter()
+        .map(|s| format!("sockleak-{s}.1"))
+        .chain(["sockleak.1".to_string()])
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    let scan = std::fs::read_to_string(dir.join("sockleak-scan.1")).expect("scan page");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(scan.contains(".TH sockleak-scan 1"), "{scan}");
+    assert!(scan.contains("fail\\-on"), "scan's flags are in its page");
+}
+
+#[test]
+fn version_names_the_commit_and_the_ebpf_objects() {
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+    let mut lines = out.lines();
+    let first = lines.next().unwrap_or_default();
+    let want = format!("sockleak {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(first.starts_with(&want), "{out}");
+    // The commit this checkout is at (when git can tell; CI runs in a clone).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(repo_root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(h) => assert!(
+            first.contains(&format!("(commit {h})")),
+            "{out} vs HEAD {h}"
+        ),
+        None => assert!(first.ends_with("(commit unknown)"), "{out}"),
+    }
+    let bpf = lines.next().unwrap_or_default();
+    assert!(
+        bpf.starts_with("eBPF objects: built in: fdtable.bpf.o (")
+            && bpf.contains("statechg.bpf.o ("),
+        "{out}"
+    );
+    // -V stays the one short line scripts parse.
+    let (_, short, _) = run(&["-V"]);
+    assert_eq!(short, format!("sockleak {}\n", env!("CARGO_PKG_VERSION")));
+}
+
 #[test]
 fn exit_codes() {
     let (code, _, err) = run(&["scan", "--state", "bogus"]);

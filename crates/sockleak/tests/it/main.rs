@@ -14,6 +14,7 @@ mod findings_healthy;
 mod findings_limits;
 mod first_use;
 mod hardening;
+mod package_artifacts;
 mod run_leaks;
 mod scan_netns;
 mod scan_population;

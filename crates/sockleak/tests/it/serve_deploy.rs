@@ -166,13 +166,19 @@ fn systemd_unit_verifies_and_grants_only_three_capabilities() {
     if !require_tool(test, "systemd-analyze", "systemd") {
         return;
     }
+    // The .deb installs the binary where the unit starts it.
+    assert!(
+        unit.lines()
+            .any(|l| l.starts_with("ExecStart=/usr/bin/sockleak serve")),
+        "ExecStart must be /usr/bin/sockleak, where the .deb installs it"
+    );
     // verify checks that ExecStart exists: point it at the built binary.
     let dir = std::env::temp_dir().join(format!("sockleak-it-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
     let path = dir.join("sockleak.service");
     std::fs::write(
         &path,
-        unit.replace("/usr/local/bin/sockleak", env!("CARGO_BIN_EXE_sockleak")),
+        unit.replace("/usr/bin/sockleak", env!("CARGO_BIN_EXE_sockleak")),
     )
     .expect("write unit");
     let out = Command::new("systemd-analyze")
