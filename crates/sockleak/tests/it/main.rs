@@ -12,6 +12,7 @@ mod findings_close_wait;
 mod findings_healthy;
 mod findings_limits;
 mod first_use;
+mod fuzz_corpus;
 mod report_input;
 mod run_leaks;
 mod scan_netns;
