@@ -1,20 +1,9 @@
 //! The sockleak command-line tool: finds, explains and helps fix leaked TCP
 //! connections and file descriptors on Linux.
 
+use sockleak::exit;
 #[cfg(target_os = "linux")]
-mod cli;
-#[cfg(target_os = "linux")]
-mod commands;
-mod exit;
-#[cfg(target_os = "linux")]
-mod exporter;
-#[cfg(target_os = "linux")]
-mod loadgen;
-#[cfg(target_os = "linux")]
-mod output;
-#[cfg(target_os = "linux")]
-mod tui;
-
+use sockleak::{cli, commands};
 use std::process::ExitCode;
 
 #[cfg(target_os = "linux")]

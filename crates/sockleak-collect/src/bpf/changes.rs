@@ -38,7 +38,7 @@ const CHANGED_MAP: &str = "changed";
 const LOST_MAP: &str = "lost";
 
 /// `sizeof(struct change)` in statechg.bpf.c.
-const CHANGE_LEN: usize = 56;
+pub const CHANGE_LEN: usize = 56;
 
 /// Why the tracker cannot run or failed.
 #[derive(Debug, thiserror::Error)]
@@ -287,8 +287,9 @@ fn take_all(map_fd: i32, mut each: impl FnMut(u64, &[u8; CHANGE_LEN])) -> io::Re
     Err(io::Error::other("the change map did not end"))
 }
 
-/// Decodes one `struct change`; `None` for a family other than AF_INET/6.
-fn decode_change(key: u64, v: &[u8; CHANGE_LEN]) -> Option<StateChange> {
+/// Decodes one `struct change` (the value of the map entry whose key is
+/// the socket cookie `key`); `None` for a family other than AF_INET/6.
+pub fn decode_change(key: u64, v: &[u8; CHANGE_LEN]) -> Option<StateChange> {
     let u16_at = |at: usize| u16::from_ne_bytes([v[at], v[at + 1]]);
     let u32_at = |at: usize| u32::from_ne_bytes([v[at], v[at + 1], v[at + 2], v[at + 3]]);
     let addr = |at: usize, family: Family| {

@@ -41,7 +41,7 @@
 
 pub mod btf_min;
 pub mod changes;
-mod record;
+pub mod record;
 
 use crate::procfs::SocketFd;
 use aya::programs::Iter;
@@ -167,6 +167,15 @@ impl FdTable {
             .ok()
             .and_then(|i| self.processes.get(i))
             .map(|p| p.kinds)
+    }
+
+    /// The table from the iterator's output (`src` read to EOF): the pure
+    /// half of [`FdTableReader::read`], fuzzed with arbitrary bytes.
+    pub fn from_iterator_output(src: impl Read) -> Result<FdTable, BpfError> {
+        let mut table = FdTable::default();
+        for_each_record(src, &mut |r| table.add(r))?;
+        table.finish();
+        Ok(table)
     }
 
     /// Adds one decoded record. Records arrive grouped by process, so the
@@ -329,10 +338,7 @@ impl FdTableReader {
 
     /// Reads every fd table once.
     pub fn read(&mut self) -> Result<FdTable, BpfError> {
-        let mut table = FdTable::default();
-        for_each_record(self.open_iter()?, &mut |r| table.add(r))?;
-        table.finish();
-        Ok(table)
+        FdTable::from_iterator_output(self.open_iter()?)
     }
 
     /// Attaches the program and creates an iterator fd; reading it runs the

@@ -7,7 +7,7 @@
 use sockleak_model::FdKind;
 
 /// Size of one `struct fd_record`.
-pub(crate) const RECORD_LEN: usize = 24;
+pub const RECORD_LEN: usize = 24;
 
 // `kind` values of fdtable.bpf.c (KIND_*).
 const KIND_FILE: u8 = 0;
@@ -18,7 +18,7 @@ const KIND_OTHER: u8 = 4;
 
 /// One decoded fd record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Record {
+pub struct Record {
     pub tgid: u32,
     pub fd: u32,
     pub ino: u64,
@@ -29,7 +29,7 @@ pub(crate) struct Record {
 
 /// Why iterator output could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum DecodeError {
+pub enum DecodeError {
     /// A `kind` byte the program never writes: the object and this decoder
     /// disagree about the layout.
     UnknownKind { offset: usize, kind: u8 },
@@ -71,7 +71,7 @@ fn decode_one(r: &[u8; RECORD_LEN], offset: usize) -> Result<Record, DecodeError
 /// many bytes were consumed (a multiple of [`RECORD_LEN`]). The tail (a record
 /// split across two reads of the iterator) is left for the caller to carry
 /// over; a tail still pending at EOF is an error the caller reports.
-pub(crate) fn decode_records(
+pub fn decode_records(
     buf: &[u8],
     base_offset: usize,
     out: &mut impl FnMut(Record),

@@ -17,9 +17,10 @@ use serde_json::Value;
 use sockleak_model::enrich::{eta_text, rate_text, span_text};
 use sockleak_model::findings::Severity;
 use sockleak_model::trend;
+use sockleak_model::TcpState;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -130,9 +131,9 @@ impl FindingRec {
     }
 }
 
-/// What a recording holds.
+/// What a recording holds, read by [`read_recording`].
 #[derive(Debug, Default)]
-struct Recording {
+pub struct Recording {
     hostname: Option<String>,
     interval_ms: u64,
     times: Vec<u64>,
@@ -145,17 +146,53 @@ struct Recording {
     shown: ProcRec,
     findings: BTreeMap<String, FindingRec>,
     bad_lines: usize,
+    /// Of `bad_lines`: not UTF-8, longer than [`MAX_LINE_BYTES`], earlier
+    /// than the line before.
+    not_utf8: usize,
+    too_long: usize,
+    out_of_order: usize,
+    /// Counts that were no count (negative, above 2^53, not a number) and
+    /// were left out.
+    bad_values: usize,
+    /// Where the reading stopped before the end of the file, and why.
+    stopped: Option<String>,
 }
+
+/// The longest line read whole: a real line (every process's states) is a
+/// few KiB to a few MiB; a longer one is skipped, so a file without a
+/// newline (`report /dev/zero`) cannot take the memory.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+/// How much of one overlong line is skipped in search of its end before the
+/// reading stops: an endless line (a device, a pipe) ends the report.
+pub const MAX_SKIP_BYTES: u64 = 256 << 20;
+/// The largest count a recording can hold (2^53, where f64 stops being
+/// exact): more is no socket or fd count, and would overflow the sums.
+const MAX_COUNT: f64 = 9_007_199_254_740_992.0;
 
 fn severity_of(v: &Value) -> Option<Severity> {
     v.as_str().and_then(Severity::parse)
 }
 
-fn counts(v: &Value) -> BTreeMap<String, f64> {
+/// A count as the recording holds it: `None` (and `bad` counted) for a
+/// negative value or one above [`MAX_COUNT`].
+fn count_of(v: &Value, bad: &mut usize) -> Option<f64> {
+    let n = v.as_f64()?;
+    if (0.0..=MAX_COUNT).contains(&n) {
+        Some(n)
+    } else {
+        *bad += 1;
+        None
+    }
+}
+
+/// The per-state counts of `v`: TCP state names only (what watch writes),
+/// so a made-up file cannot grow one series per key.
+fn counts(v: &Value, bad: &mut usize) -> BTreeMap<String, f64> {
     v.as_object()
         .map(|m| {
             m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                .filter(|(k, _)| TcpState::ALL.iter().any(|s| s.kernel_name() == k.as_str()))
+                .filter_map(|(k, v)| Some((k.clone(), count_of(v, bad)?)))
                 .collect()
         })
         .unwrap_or_default()
@@ -169,6 +206,13 @@ impl Recording {
         let Some(t) = doc["time_ms"].as_u64() else {
             return false;
         };
+        // Series are in time order; a line from before the last one (two
+        // recordings pasted together, a clock step) is left out, not drawn
+        // as a line back in time.
+        if self.times.last().is_some_and(|last| t < *last) {
+            self.out_of_order += 1;
+            return false;
+        }
         if self.hostname.is_none() {
             self.hostname = doc["host"]["hostname"].as_str().map(str::to_string);
         }
@@ -177,10 +221,11 @@ impl Recording {
             self.interval_ms = i;
         }
         self.times.push(t);
-        self.host.push(t, counts(&doc["totals"]["states"]));
+        let bad = &mut self.bad_values;
+        self.host.push(t, counts(&doc["totals"]["states"], bad));
         let mut shown: BTreeMap<String, f64> = BTreeMap::new();
         for p in doc["processes"].as_array().into_iter().flatten() {
-            for (k, v) in counts(&p["states"]) {
+            for (k, v) in counts(&p["states"], bad) {
                 *shown.entry(k).or_insert(0.0) += v;
             }
             let (Some(pid), Some(start)) = (p["pid"].as_u64(), p["start_time"].as_u64()) else {
@@ -191,8 +236,8 @@ impl Recording {
                 rec.comm = c.to_string();
             }
             rec.fd_limit = p["fd_limit"].as_u64().or(rec.fd_limit);
-            let mut values = counts(&p["states"]);
-            if let Some(n) = p["fd_count"].as_f64() {
+            let mut values = counts(&p["states"], bad);
+            if let Some(n) = count_of(&p["fd_count"], bad) {
                 values.insert("fds".to_string(), n);
             }
             rec.push(t, values);
@@ -255,15 +300,50 @@ impl Recording {
     }
 }
 
-fn read(path: &Path) -> Result<Recording> {
-    let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+/// Reads a recording from `src` (`name` is for messages). Lines that are
+/// not a watch line, not UTF-8, longer than [`MAX_LINE_BYTES`] or earlier
+/// than the line before are skipped and counted; an error only when no line
+/// is left or the file cannot be read.
+pub fn read_recording(mut src: impl BufRead, name: &Path) -> Result<Recording> {
     let mut rec = Recording::default();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("read {} line {}", path.display(), i + 1))?;
-        if line.trim().is_empty() {
+    let mut line = Vec::new();
+    let mut number = 0usize;
+    loop {
+        line.clear();
+        number += 1;
+        let n = (&mut src)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("read {} line {number}", name.display()))?;
+        if n == 0 {
+            break;
+        }
+        if line.last() != Some(&b'\n') && line.len() > MAX_LINE_BYTES {
+            rec.bad_lines += 1;
+            rec.too_long += 1;
+            match skip_line(&mut src) {
+                Ok(true) => continue,
+                Ok(false) => {
+                    rec.stopped = Some(format!(
+                        "line {number} is more than {} MiB without a newline",
+                        (MAX_LINE_BYTES as u64 + MAX_SKIP_BYTES) >> 20
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("read {} line {number}", name.display()))
+                }
+            }
+        }
+        let Ok(text) = std::str::from_utf8(&line) else {
+            rec.bad_lines += 1;
+            rec.not_utf8 += 1;
+            continue;
+        };
+        if text.trim().is_empty() {
             continue;
         }
-        let ok = serde_json::from_str::<Value>(&line)
+        let ok = serde_json::from_str::<Value>(text)
             .map(|doc| rec.add_line(&doc))
             .unwrap_or(false);
         if !ok {
@@ -271,12 +351,47 @@ fn read(path: &Path) -> Result<Recording> {
         }
     }
     if rec.times.is_empty() {
+        let stopped = rec
+            .stopped
+            .as_deref()
+            .map(|s| format!(" (stopped reading: {s})"))
+            .unwrap_or_default();
         bail!(
-            "{}: no {WATCH_SCHEMA} lines (record one with sockleak watch --record FILE)",
-            path.display()
+            "{}: no {WATCH_SCHEMA} lines{stopped} (record one with sockleak watch --record FILE)",
+            name.display()
         );
     }
     Ok(rec)
+}
+
+/// Skips the rest of an overlong line: `true` at its newline (or the end of
+/// the file), `false` when [`MAX_SKIP_BYTES`] went by without one.
+fn skip_line(src: &mut impl BufRead) -> std::io::Result<bool> {
+    let mut skipped = 0u64;
+    while skipped < MAX_SKIP_BYTES {
+        let buf = match src.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(true);
+        }
+        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            src.consume(i + 1);
+            return Ok(true);
+        }
+        let n = buf.len();
+        src.consume(n);
+        skipped += n as u64;
+    }
+    Ok(false)
+}
+
+fn read(path: &Path) -> Result<Recording> {
+    let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    // A large buffer: recordings are read once, front to back.
+    read_recording(BufReader::with_capacity(1 << 20, file), path)
 }
 
 /// `+600/min` over the whole recording (Theil–Sen), or empty.
@@ -319,7 +434,9 @@ fn ranked(rec: &Recording) -> Vec<(&(u64, u64), &ProcRec)> {
     v
 }
 
-fn text(rec: &Recording, path: &Path, chart: Option<&Path>, top: usize, st: Style) -> String {
+/// The report's text: `path` names the recording, `chart` the SVG written
+/// beside it, `top` how many processes get a line beyond the first ten.
+pub fn text(rec: &Recording, path: &Path, chart: Option<&Path>, top: usize, st: Style) -> String {
     let mut out = String::new();
     let (t0, t1) = (
         rec.times.first().copied().unwrap_or(0),
@@ -337,7 +454,17 @@ fn text(rec: &Recording, path: &Path, chart: Option<&Path>, top: usize, st: Styl
         human_interval(rec.interval_ms)
     );
     if rec.bad_lines > 0 {
-        let _ = writeln!(out, "({} lines skipped: not {WATCH_SCHEMA})", rec.bad_lines);
+        let _ = writeln!(out, "({})", skipped_text(rec));
+    }
+    if let Some(s) = &rec.stopped {
+        let _ = writeln!(out, "(stopped reading: {s})");
+    }
+    if rec.bad_values > 0 {
+        let _ = writeln!(
+            out,
+            "({} counts left out: negative or above 2^53)",
+            rec.bad_values
+        );
     }
     out.push('\n');
 
@@ -416,6 +543,25 @@ fn text(rec: &Recording, path: &Path, chart: Option<&Path>, top: usize, st: Styl
         let _ = writeln!(out, "\nChart: {}", c.display());
     }
     out
+}
+
+/// "5 lines skipped: 2 not sockleak.watch/v1, 1 not UTF-8, ...".
+fn skipped_text(rec: &Recording) -> String {
+    let other = rec.bad_lines - rec.not_utf8 - rec.too_long - rec.out_of_order;
+    let parts: Vec<String> = [
+        (other, format!("not {WATCH_SCHEMA}")),
+        (rec.not_utf8, "not UTF-8".to_string()),
+        (
+            rec.too_long,
+            format!("longer than {} MiB", MAX_LINE_BYTES >> 20),
+        ),
+        (rec.out_of_order, "earlier than the line before".to_string()),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, why)| format!("{n} {why}"))
+    .collect();
+    format!("{} lines skipped: {}", rec.bad_lines, parts.join(", "))
 }
 
 fn wrap_into(out: &mut String, text: &str, indent: &str) {
@@ -503,7 +649,9 @@ fn host_grid(rec: &Recording, markers: &[Marker]) -> Grid {
     }
 }
 
-fn chart(rec: &Recording, path: &Path, top: usize) -> Chart {
+/// The chart of a recording (render it with [`svg::render`]): the host
+/// grid, then the `top` processes that changed most.
+pub fn chart(rec: &Recording, path: &Path, top: usize) -> Chart {
     let (t0, t1) = (
         rec.times.first().copied().unwrap_or(0),
         rec.times.last().copied().unwrap_or(0),

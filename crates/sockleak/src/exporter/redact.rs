@@ -259,9 +259,13 @@ fn redact_pairs(tok: &str) -> String {
     let mut out = String::with_capacity(tok.len());
     let mut rest = tok;
     while let Some(eq) = rest.find('=') {
+        // After the last character that is no key character (which may be
+        // wider than one byte: a lossily decoded cmdline holds U+FFFD).
         let key_start = rest[..eq]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let key = &rest[key_start..eq];
         out.push_str(&rest[..=eq]);
         let after = &rest[eq + 1..];

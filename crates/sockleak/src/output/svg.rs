@@ -81,6 +81,15 @@ const MAX_FINDING_LINES: usize = 12;
 const FINDING_LINE_H: f64 = 16.0;
 /// Time ticks per panel at most, whatever the recording's times say.
 const MAX_TICKS: usize = 64;
+/// The largest value a y axis goes to (2^53): a count of 1.7e308 would make
+/// the axis infinite and its grid loop endless.
+pub const MAX_VALUE: f64 = 9_007_199_254_740_992.0;
+/// Drawn at most per panel, whatever the chart holds: lines, finding
+/// markers, and panels of the host grid. The report lists everything; the
+/// picture stays a picture (and its size linear in the samples).
+pub const MAX_SERIES: usize = 16;
+pub const MAX_MARKERS: usize = 64;
+pub const MAX_GRID_PANELS: usize = 12;
 
 /// Where a panel goes.
 #[derive(Clone, Copy, Debug)]
@@ -168,7 +177,11 @@ fn time_label(ms: u64, long: bool) -> String {
 }
 
 fn number_label(v: f64) -> String {
-    if v >= 10_000.0 {
+    if !v.is_finite() {
+        "?".to_string()
+    } else if v.abs() >= 1e15 {
+        format!("{v:.1e}")
+    } else if v >= 10_000.0 {
         format!("{}k", (v / 1000.0).round())
     } else {
         format!("{}", v.round())
@@ -185,7 +198,7 @@ fn findings_h(n: usize) -> f64 {
 
 /// Height of the host grid.
 fn grid_h(g: &Grid) -> f64 {
-    let rows = g.panels.len().div_ceil(GRID_COLS);
+    let rows = g.panels.len().min(MAX_GRID_PANELS).div_ceil(GRID_COLS);
     GRID_TITLE_H + SMALL_H * rows as f64
 }
 
@@ -231,7 +244,7 @@ pub fn render(chart: &Chart) -> String {
             escape(&g.title)
         );
         let w = WIDTH / GRID_COLS as f64;
-        for (i, p) in g.panels.iter().enumerate() {
+        for (i, p) in g.panels.iter().take(MAX_GRID_PANELS).enumerate() {
             let r = Rect {
                 x: w * (i % GRID_COLS) as f64,
                 y: y + GRID_TITLE_H + SMALL_H * (i / GRID_COLS) as f64,
@@ -289,16 +302,22 @@ fn panel(out: &mut String, p: &Panel, r: Rect, t0: u64, span_ms: u64, long: bool
     let (ml, mr) = if legend { (ML, MR) } else { (52.0, 32.0) };
     let (x_a, x_b) = (r.x + ml, r.x + r.w - mr);
     let (y_a, y_b) = (r.y + MT, r.y + r.h - MB);
-    let max = p
-        .series
+    let series = &p.series[..p.series.len().min(MAX_SERIES)];
+    let max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|(_, v)| *v))
         .filter(|v| v.is_finite())
-        .fold(0.0f64, f64::max);
+        .fold(0.0f64, f64::max)
+        .min(MAX_VALUE);
     let step = nice_step(max, if legend { 5.0 } else { 3.0 });
-    let top = (max / step).ceil().max(1.0) * step;
-    let x = |t: u64| x_a + (t.saturating_sub(t0)) as f64 / span_ms as f64 * (x_b - x_a);
-    let y = |v: f64| y_b - v / top * (y_b - y_a);
+    let steps = (max / step).ceil().max(1.0);
+    let top = steps * step;
+    // Inside the plot whatever the times and values say (a time before t0,
+    // a negative or absurd value).
+    let x = |t: u64| {
+        (x_a + (t.saturating_sub(t0)) as f64 / span_ms as f64 * (x_b - x_a)).clamp(x_a, x_b)
+    };
+    let y = |v: f64| y_b - v.clamp(0.0, top) / top * (y_b - y_a);
 
     let _ = writeln!(out, r#"<g class="panel" data-panel="{}">"#, escape(&p.key));
     let _ = writeln!(
@@ -308,9 +327,10 @@ fn panel(out: &mut String, p: &Panel, r: Rect, t0: u64, span_ms: u64, long: bool
         if legend { 14 } else { 12 },
         escape(&p.title)
     );
-    // Grid and y labels.
-    let mut v = 0.0;
-    while v <= top + step / 2.0 {
+    // Grid and y labels: counted, not stepped up to `top` (adding a step
+    // to a huge value can leave it where it was).
+    for i in 0..=(steps as usize).min(16) {
+        let v = i as f64 * step;
         let yy = y(v);
         let _ = writeln!(
             out,
@@ -323,7 +343,6 @@ fn panel(out: &mut String, p: &Panel, r: Rect, t0: u64, span_ms: u64, long: bool
             yy + 4.0,
             number_label(v)
         );
-        v += step;
     }
     // Time ticks at round wall-clock times (UTC).
     let span_s = span_ms as f64 / 1000.0;
@@ -362,12 +381,12 @@ fn panel(out: &mut String, p: &Panel, r: Rect, t0: u64, span_ms: u64, long: bool
         x_b - x_a,
         y_b - y_a
     );
-    // Finding markers, inside the plot whatever their times say.
-    let mx = |t: u64| x(t).clamp(x_a, x_b);
-    for m in &p.markers {
+    // Finding markers, inside the plot whatever their times say (`x`
+    // clamps).
+    for m in p.markers.iter().take(MAX_MARKERS) {
         let title = escape(&m.title);
         let label = escape(&m.label);
-        let xs = mx(m.start_ms);
+        let xs = x(m.start_ms);
         let _ = writeln!(
             out,
             r#"<line class="finding-start" data-finding="{label}" x1="{xs:.1}" y1="{y_a}" x2="{xs:.1}" y2="{y_b}" stroke="{}" stroke-width="1.5"><title>{title}: started</title></line>"#,
@@ -381,7 +400,7 @@ fn panel(out: &mut String, p: &Panel, r: Rect, t0: u64, span_ms: u64, long: bool
             m.color
         );
         if let Some(e) = m.end_ms {
-            let xe = mx(e);
+            let xe = x(e);
             let _ = writeln!(
                 out,
                 r#"<line class="finding-end" data-finding="{label}" x1="{xe:.1}" y1="{y_a}" x2="{xe:.1}" y2="{y_b}" stroke="{}" stroke-width="1.5" stroke-dasharray="4 3"><title>{title}: ended</title></line>"#,
@@ -390,7 +409,7 @@ fn panel(out: &mut String, p: &Panel, r: Rect, t0: u64, span_ms: u64, long: bool
         }
     }
     // Lines and legend.
-    for (i, se) in p.series.iter().enumerate() {
+    for (i, se) in series.iter().enumerate() {
         let pts: Vec<String> = se
             .points
             .iter()
