@@ -148,28 +148,51 @@ fn scan_unfiltered_with(
     // The dumps start first; the eBPF iterator is loaded meanwhile (BTF
     // parse, relocation and verifier: ~35 ms of a core that would otherwise
     // wait) and read while the largest dump still runs, as close to the
-    // dumps in time as the walk would be.
+    // dumps in time as the walk would be. Sockets dumped after that read
+    // whose fds it missed are filled by a second read ([`refill_unowned`]).
     let mut reader = None;
+    let mut refill = false;
+    let full_dump = inc.is_none();
     let (sampled, procs) = std::thread::scope(|s| {
         let dumper = s.spawn(|| dump_or_refresh(&entries, &req, opts.threads, inc));
         if cache.is_none() {
             reader = bpf_reader(opts, &privs, &mut snap.partial);
         }
+        // The dumps ended before the reader was ready (a small host, where
+        // they take a few ms, against tens for the load): a table read now
+        // would meet rows taken long before, whose holders may have exited
+        // since (under churn most sockets of short-lived processes were left
+        // unowned). Those rows are dropped and dumped again right before the
+        // read, which costs no more than the load just waited for.
+        let mut dumper = Some(dumper);
+        let mut redumped = None;
+        if reader.is_some() && full_dump && dumper.as_ref().is_some_and(|d| d.is_finished()) {
+            drop(dumper.take().map(|d| d.join()));
+            redumped = Some(Sampled::Dumped(dump_namespaces(
+                &entries,
+                &req,
+                opts.threads,
+            )));
+        }
         let procs = match cache.as_deref_mut() {
             Some(c) => procfs::cache::scan_processes_cached(&proc_opts, c),
-            None => collect_processes(reader.as_mut(), &mut proc_opts, &mut snap.partial),
+            None => {
+                let (procs, from_bpf) =
+                    collect_processes(reader.as_mut(), &mut proc_opts, &mut snap.partial);
+                refill = from_bpf;
+                procs
+            }
         };
         // Sorted for the join while the largest dump usually still runs.
         let mut procs = procs;
         sort_socket_fds(&mut procs.socket_fds);
-        let sampled = dumper
-            .join()
-            .unwrap_or_else(|_| Sampled::Dumped(Vec::new()));
+        let sampled = match (redumped, dumper) {
+            (Some(d), _) => d,
+            (None, Some(d)) => d.join().unwrap_or_else(|_| Sampled::Dumped(Vec::new())),
+            (None, None) => Sampled::Dumped(Vec::new()),
+        };
         (sampled, procs)
     });
-    if let Some(r) = reader {
-        bpf_reader_done(r);
-    }
 
     let (dumps, mut sockets, gone) = match sampled {
         Sampled::Dumped(mut dumps) => {
@@ -211,6 +234,18 @@ fn scan_unfiltered_with(
     let mut socket_fds = procs.socket_fds;
 
     let unmatched = attach_owners(&mut sockets, &mut socket_fds, opts.threads);
+    if let Some(mut r) = reader {
+        if refill {
+            refill_unowned(
+                &mut r,
+                &mut sockets,
+                &mut processes,
+                &proc_opts,
+                &mut snap.partial,
+            );
+        }
+        bpf_reader_done(r);
+    }
     if let Some(c) = cache {
         c.learn_tcp(
             sockets
@@ -326,11 +361,14 @@ fn select_namespaces(
 /// when a reader is loaded (one read of every fd table, about eight times
 /// less CPU than the walk), with only the cheap per-process files from /proc;
 /// else the /proc walk reads every fd link.
+///
+/// The second value says whether the fd tables came from the iterator (then
+/// [`refill_unowned`] may read it again after the dumps).
 fn collect_processes(
     reader: Option<&mut Reader>,
     proc_opts: &mut ProcOptions,
     notes: &mut Vec<PartialNote>,
-) -> procfs::ProcScan {
+) -> (procfs::ProcScan, bool) {
     if let Some(table) = reader.and_then(|r| read_bpf_fd_table(r, notes)) {
         proc_opts.walk_fds = false;
         let mut scan = procfs::scan_processes(proc_opts);
@@ -351,9 +389,108 @@ fn collect_processes(
             scan.socket_fds.extend(walked.socket_fds);
             merge_notes(&mut scan.notes, walked.notes);
         }
-        return scan;
+        return (scan, true);
     }
-    procfs::scan_processes(proc_opts)
+    (procfs::scan_processes(proc_opts), false)
+}
+
+/// Fills the owners of sockets left unowned by the first read of the fd
+/// table from a second read, taken after the dumps ended.
+///
+/// Why: the first read is taken while the dumps still run (~50 ms before the
+/// last rows at 150k sockets), so under churn a socket created after it and
+/// dumped later has a live holder the read never saw (76 % of short-lived
+/// processes' sockets were unowned against 12 % with the walk). A row with an
+/// inode was held when it was dumped; a read after the dumps finds every
+/// holder still alive. Holders that are not in the process list yet (started
+/// after /proc was listed) are read from /proc, so owners still always name
+/// a process of the snapshot. Costs nothing when every socket is owned; one
+/// more iteration (cheaper than a walk) otherwise. A holder whose pid now
+/// names another process than the listed one (reused) is left out.
+#[cfg(feature = "bpf")]
+fn refill_unowned(
+    reader: &mut Reader,
+    sockets: &mut [Socket],
+    processes: &mut Vec<sockleak_model::Process>,
+    proc_opts: &ProcOptions,
+    notes: &mut Vec<PartialNote>,
+) {
+    let unowned: rustc_hash::FxHashMap<u64, usize> = sockets
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.inode != 0 && s.owners.is_empty())
+        .map(|(i, s)| (s.inode, i))
+        .collect();
+    if unowned.is_empty() {
+        return;
+    }
+    // A failed second read leaves them unowned, as one read would have.
+    let Ok(table) = reader.read() else {
+        return;
+    };
+    let hz = crate::bpf::clock_ticks();
+    let listed = listed_starts(processes);
+    let mut fds: Vec<SocketFd> = Vec::new();
+    let mut new_pids: Vec<u32> = Vec::new();
+    for s in table
+        .sockets
+        .iter()
+        .filter(|s| unowned.contains_key(&s.inode))
+    {
+        match listed.get(&s.pid) {
+            Some(start) if crate::bpf::start_matches(s.start_ns, *start, hz) => {
+                fds.push(s.socket_fd());
+            }
+            Some(_) => {}
+            None => new_pids.push(s.pid),
+        }
+    }
+    if !new_pids.is_empty() {
+        new_pids.sort_unstable();
+        new_pids.dedup();
+        let walked = procfs::scan_processes(&ProcOptions {
+            pids: Some(new_pids),
+            walk_fds: true,
+            ..proc_opts.clone()
+        });
+        fds.extend(
+            walked
+                .socket_fds
+                .iter()
+                .filter(|f| unowned.contains_key(&f.inode))
+                .copied(),
+        );
+        processes.extend(
+            walked
+                .processes
+                .into_iter()
+                .filter(|p| !listed.contains_key(&p.pid)),
+        );
+        processes.sort_unstable_by_key(|p| p.pid);
+        merge_notes(notes, walked.notes);
+    }
+    fds.sort_unstable_by_key(|f| (f.inode, f.pid, f.fd));
+    fds.dedup();
+    for f in fds {
+        if let Some(s) = unowned.get(&f.inode).and_then(|&i| sockets.get_mut(i)) {
+            s.owners.push(Owner {
+                pid: f.pid,
+                fd: f.fd,
+                inherited: false,
+            });
+        }
+    }
+}
+
+#[cfg(not(feature = "bpf"))]
+fn refill_unowned(
+    reader: &mut Reader,
+    _: &mut [Socket],
+    _: &mut Vec<sockleak_model::Process>,
+    _: &ProcOptions,
+    _: &mut Vec<PartialNote>,
+) {
+    match *reader {}
 }
 
 #[cfg(feature = "bpf")]
@@ -533,9 +670,12 @@ fn merge_bpf_fd_table(_: &mut procfs::ProcScan, t: NoTable) -> Vec<u32> {
 /// threads) is simply zero.
 #[cfg(feature = "bpf")]
 fn merge_bpf_fd_table(scan: &mut procfs::ProcScan, table: crate::bpf::FdTable) -> Vec<u32> {
+    let hz = crate::bpf::clock_ticks();
     let mut missing = Vec::new();
     for p in &mut scan.processes {
-        match table.kinds(p.pid) {
+        // By pid *and* start: a pid reused between the read and the /proc
+        // listing names another process, whose fds the walk then reads.
+        match table.kinds_of(p.pid, p.start_time, hz) {
             Some(k) => {
                 p.fd_count = Some(k.total());
                 p.fds = Some(k);
@@ -544,24 +684,44 @@ fn merge_bpf_fd_table(scan: &mut procfs::ProcScan, table: crate::bpf::FdTable) -
             None => missing.push(p.pid),
         }
     }
-    // Only TCP sockets can join a TCP dump row; a socket without `sk` (being
-    // torn down, family 0) is kept for the closed-but-held check, which asks
-    // the kernel for its protocol. A holder that exited before /proc was
-    // listed is dropped, as the walk would never have seen it: owners always
-    // name a process of the snapshot.
-    let listed: HashSet<u32> = scan.processes.iter().map(|p| p.pid).collect();
-    scan.socket_fds = table
+    scan.socket_fds = tcp_socket_fds(&table, &listed_starts(&scan.processes), hz).collect();
+    missing
+}
+
+/// pid → start time (clock ticks) of the listed processes.
+#[cfg(feature = "bpf")]
+fn listed_starts(processes: &[sockleak_model::Process]) -> rustc_hash::FxHashMap<u32, u64> {
+    processes.iter().map(|p| (p.pid, p.start_time)).collect()
+}
+
+/// The table's socket fds that can join a TCP dump row, held by a listed
+/// process (same pid and start).
+///
+/// Only TCP sockets can join a TCP dump row; a socket without `sk` (being
+/// torn down, family 0) is kept for the closed-but-held check, which asks
+/// the kernel for its protocol. A holder that exited before /proc was
+/// listed is dropped, as the walk would never have seen it: owners always
+/// name a process of the snapshot.
+#[cfg(feature = "bpf")]
+fn tcp_socket_fds<'a>(
+    table: &'a crate::bpf::FdTable,
+    listed: &'a rustc_hash::FxHashMap<u32, u64>,
+    hz: u64,
+) -> impl Iterator<Item = procfs::SocketFd> + 'a {
+    table
         .sockets
         .iter()
-        .filter(|s| listed.contains(&s.pid))
+        .filter(move |s| {
+            listed
+                .get(&s.pid)
+                .is_some_and(|start| crate::bpf::start_matches(s.start_ns, *start, hz))
+        })
         .filter(|s| {
             s.family == 0
                 || (s.protocol == libc::IPPROTO_TCP as u16
                     && (s.family == libc::AF_INET as u16 || s.family == libc::AF_INET6 as u16))
         })
         .map(|s| s.socket_fd())
-        .collect();
-    missing
 }
 
 /// Dumps every namespace, up to `threads` at a time (each dump runs on its own

@@ -193,6 +193,27 @@ fn own_socket_fds_and_kinds_match_the_proc_walk() {
     want.file -= WALK_OWN_DIR_FDS;
     want.anon += 1;
     assert_eq!(table.kinds(pid), Some(want));
+    // The records carry the process's start: they join this process by pid
+    // and /proc's starttime, and a different start (a reused pid) does not.
+    let start = scan
+        .processes
+        .iter()
+        .find(|p| p.pid == pid)
+        .map(|p| p.start_time)
+        .expect("own process walked");
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).expect("CLK_TCK");
+    assert_eq!(
+        table.kinds_of(pid, start, hz),
+        Some(want),
+        "joined by start {start}"
+    );
+    assert_eq!(table.kinds_of(pid, start + 1, hz), None, "another start");
+    assert!(table
+        .sockets
+        .iter()
+        .filter(|s| s.pid == pid)
+        .all(|s| sockleak_collect::bpf::start_matches(s.start_ns, start, hz)));
 
     // SAFETY: these fds were opened above and are closed once.
     unsafe {

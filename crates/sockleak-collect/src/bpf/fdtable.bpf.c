@@ -41,7 +41,7 @@ static struct socket *(*bpf_sock_from_file)(struct file *file) = (void *)162;
 #define KIND_ANON 3
 #define KIND_OTHER 4
 
-/* 24 bytes, no implicit padding, native endianness. */
+/* 32 bytes, no implicit padding, native endianness. */
 struct fd_record {
 	__u32 tgid;
 	__u32 fd;
@@ -50,6 +50,13 @@ struct fd_record {
 	__u16 protocol; /* sockets: sk_protocol (IPPROTO_TCP=6, UDP=17; 0 for AF_UNIX) */
 	__u8 kind;
 	__u8 pad[3];
+	/*
+	 * The process's start (task->start_boottime, ns since boot): with the
+	 * tgid it names one process, as /proc/PID/stat's starttime does (that
+	 * field is this value in clock ticks), so a pid reused between this
+	 * read and the /proc listing never joins a dead process's fds.
+	 */
+	__u64 start_ns;
 };
 
 SEC("iter/task_file")
@@ -78,6 +85,7 @@ int sockleak_fdtable(struct bpf_iter__task_file *ctx)
 	__builtin_memset(&rec, 0, sizeof(rec));
 	rec.tgid = task->tgid;
 	rec.fd = ctx->fd;
+	rec.start_ns = task->start_boottime;
 	inode = file->f_inode;
 	rec.ino = inode->i_ino;
 	magic = inode->i_sb->s_magic;

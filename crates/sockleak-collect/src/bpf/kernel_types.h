@@ -50,6 +50,7 @@ struct bpf_iter__task_file {
 struct task_struct {
 	__s32 pid;  /* thread id, initial pid namespace */
 	__s32 tgid; /* process id, initial pid namespace */
+	__u64 start_boottime; /* ns since boot; /proc/PID/stat starttime in clock ticks (5.5+) */
 };
 
 /* include/linux/fs.h */

@@ -4,7 +4,9 @@
 //! Why: at ~150k sockets the parallel `readlinkat` walk of /proc/PID/fd is the
 //! biggest cost of a scan. The kernel can instead hand over every open file
 //! of every task in one read of an iterator fd; fdtable.bpf.c classifies each
-//! file by its filesystem and writes a 24-byte record, and this module decodes
+//! file by its filesystem and writes a 32-byte record (with the process's
+//! start time, so a record joins a process by pid *and* start, as pids are
+//! reused), and this module decodes
 //! them into the same shapes the walk produces ([`FdKinds`] per process, one
 //! socket fd per socket), plus each socket's family and protocol.
 //!
@@ -127,6 +129,8 @@ pub struct BpfSocketFd {
     /// `sk->sk_protocol`: `IPPROTO_TCP` (6), `IPPROTO_UDP` (17),
     /// `IPPROTO_MPTCP` (262); 0 for AF_UNIX and when unknown.
     pub protocol: u16,
+    /// The holder's start, ns since boot (see [`ProcessFds::start_ns`]).
+    pub start_ns: u64,
 }
 
 impl BpfSocketFd {
@@ -144,6 +148,9 @@ impl BpfSocketFd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcessFds {
     pub pid: u32,
+    /// `task->start_boottime` in ns: /proc/PID/stat's starttime is this in
+    /// clock ticks ([`FdTable::start_matches`]).
+    pub start_ns: u64,
     /// Counted like `FdKind::classify` of each /proc/PID/fd link; `total()`
     /// is the fd count.
     pub kinds: FdKinds,
@@ -169,6 +176,21 @@ impl FdTable {
             .map(|p| p.kinds)
     }
 
+    /// The fd kinds of the process `pid` that started at `start_time` (clock
+    /// ticks since boot, as /proc/PID/stat gives it); `None` when it has no
+    /// open fds, did not exist during the read, or the pid then belonged to
+    /// another process (reused).
+    pub fn kinds_of(&self, pid: u32, start_time: u64, ticks_per_s: u64) -> Option<FdKinds> {
+        let from = self.processes.partition_point(|p| p.pid < pid);
+        self.processes
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|p| p.pid == pid)
+            .find(|p| start_matches(p.start_ns, start_time, ticks_per_s))
+            .map(|p| p.kinds)
+    }
+
     /// The table from the iterator's output (`src` read to EOF): the pure
     /// half of [`FdTableReader::read`], fuzzed with arbitrary bytes.
     pub fn from_iterator_output(src: impl Read) -> Result<FdTable, BpfError> {
@@ -182,11 +204,15 @@ impl FdTable {
     /// last entry is usually the one to count into.
     fn add(&mut self, r: Record) {
         match self.processes.last_mut() {
-            Some(p) if p.pid == r.tgid => p.kinds.add(r.kind),
+            Some(p) if p.pid == r.tgid && p.start_ns == r.start_ns => p.kinds.add(r.kind),
             _ => {
                 let mut kinds = FdKinds::default();
                 kinds.add(r.kind);
-                self.processes.push(ProcessFds { pid: r.tgid, kinds });
+                self.processes.push(ProcessFds {
+                    pid: r.tgid,
+                    start_ns: r.start_ns,
+                    kinds,
+                });
             }
         }
         if r.kind == FdKind::Socket {
@@ -196,6 +222,7 @@ impl FdTable {
                 fd: r.fd,
                 family: r.family,
                 protocol: r.protocol,
+                start_ns: r.start_ns,
             });
         }
     }
@@ -203,9 +230,9 @@ impl FdTable {
     /// Sorts by pid and merges a process seen in two runs (the iterator
     /// visits tasks in pid order, so this is normally a no-op).
     fn finish(&mut self) {
-        self.processes.sort_by_key(|p| p.pid);
+        self.processes.sort_by_key(|p| (p.pid, p.start_ns));
         self.processes.dedup_by(|later, kept| {
-            if later.pid != kept.pid {
+            if later.pid != kept.pid || later.start_ns != kept.start_ns {
                 return false;
             }
             let (a, b) = (&mut kept.kinds, later.kinds);
@@ -217,6 +244,28 @@ impl FdTable {
             true
         });
     }
+}
+
+/// Clock ticks per second of /proc's times (USER_HZ, 100 on every Linux
+/// architecture; read once from sysconf).
+pub fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        u64::try_from(t).ok().filter(|t| *t > 0).unwrap_or(100)
+    })
+}
+
+/// True when a record's `start_ns` and /proc's `start_time` (clock ticks
+/// since boot) name the same process start. The kernel prints starttime as
+/// `nsec_to_clock_t(start_boottime)`, a truncating division, so the two agree
+/// exactly in the reader's time namespace; anything else (a reused pid, a
+/// time namespace with a boot offset) does not match and the caller walks
+/// that process in /proc instead, which is never wrong, only slower.
+pub fn start_matches(start_ns: u64, start_time: u64, ticks_per_s: u64) -> bool {
+    let per_tick = 1_000_000_000 / ticks_per_s.clamp(1, 1_000_000_000);
+    start_ns / per_tick == start_time
 }
 
 /// A loaded and verified iterator program, for reading the fd table more
@@ -506,6 +555,7 @@ mod tests {
         r.extend_from_slice(&2u16.to_ne_bytes());
         r.extend_from_slice(&protocol.to_ne_bytes());
         r.extend_from_slice(&[kind, 0, 0, 0]);
+        r.extend_from_slice(&(u64::from(tgid) * 1_000).to_ne_bytes());
         r
     }
 
@@ -687,6 +737,44 @@ mod tests {
                 vec![(3, 6), (4, 17)]
             );
         }
+    }
+
+    /// A pid that names two processes (one exited, its pid reused) joins
+    /// only the one whose start matches /proc's starttime in clock ticks.
+    #[test]
+    fn a_reused_pid_joins_only_the_process_with_its_start() {
+        let mut old = record(10, 0, 100, 1, 6);
+        // record() starts pid 10 at 10_000 ns; the reused pid 10 started
+        // later, at 3.5 s since boot (350 ticks at 100 Hz).
+        let mut new = record(10, 5, 200, 2, 0);
+        let n = new.len();
+        new[n - 8..].copy_from_slice(&3_500_000_000u64.to_ne_bytes());
+        old.extend(new);
+        let t = FdTable::from_iterator_output(&old[..]).expect("decodes");
+        assert_eq!(t.processes.len(), 2);
+        assert_eq!(
+            t.kinds_of(10, 350, 100).map(|k| (k.pipe, k.socket)),
+            Some((1, 0))
+        );
+        assert_eq!(
+            t.kinds_of(10, 0, 100).map(|k| (k.pipe, k.socket)),
+            Some((0, 1))
+        );
+        assert_eq!(
+            t.kinds_of(10, 351, 100),
+            None,
+            "another start: not this process"
+        );
+        assert!(
+            start_matches(3_509_999_999, 350, 100),
+            "truncated like nsec_to_clock_t"
+        );
+        assert!(!start_matches(3_510_000_000, 350, 100));
+        assert!(start_matches(5, 5, 1_000_000_000));
+        assert!(
+            start_matches(5, 0, 0),
+            "0 Hz is taken as 1 Hz, never a division by zero"
+        );
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! The records `fdtable.bpf.c` writes, and their defensive decoding.
 //!
 //! Pure: no I/O, so it is tested with proptest. The layout mirrors
-//! `struct fd_record` in fdtable.bpf.c (24 bytes, native endianness, no
+//! `struct fd_record` in fdtable.bpf.c (32 bytes, native endianness, no
 //! implicit padding): change both together.
 
 use sockleak_model::FdKind;
 
 /// Size of one `struct fd_record`.
-pub const RECORD_LEN: usize = 24;
+pub const RECORD_LEN: usize = 32;
 
 // `kind` values of fdtable.bpf.c (KIND_*).
 const KIND_FILE: u8 = 0;
@@ -25,6 +25,8 @@ pub struct Record {
     pub family: u16,
     pub protocol: u16,
     pub kind: FdKind,
+    /// The process's `task->start_boottime` (ns since boot).
+    pub start_ns: u64,
 }
 
 /// Why iterator output could not be decoded.
@@ -49,6 +51,18 @@ impl std::fmt::Display for DecodeError {
 fn decode_one(r: &[u8; RECORD_LEN], offset: usize) -> Result<Record, DecodeError> {
     let u16_at = |i: usize| u16::from_ne_bytes([r[i], r[i + 1]]);
     let u32_at = |i: usize| u32::from_ne_bytes([r[i], r[i + 1], r[i + 2], r[i + 3]]);
+    let u64_at = |i: usize| {
+        u64::from_ne_bytes([
+            r[i],
+            r[i + 1],
+            r[i + 2],
+            r[i + 3],
+            r[i + 4],
+            r[i + 5],
+            r[i + 6],
+            r[i + 7],
+        ])
+    };
     let kind = match r[20] {
         KIND_FILE => FdKind::File,
         KIND_SOCKET => FdKind::Socket,
@@ -60,10 +74,11 @@ fn decode_one(r: &[u8; RECORD_LEN], offset: usize) -> Result<Record, DecodeError
     Ok(Record {
         tgid: u32_at(0),
         fd: u32_at(4),
-        ino: u64::from_ne_bytes([r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]]),
+        ino: u64_at(8),
         family: u16_at(16),
         protocol: u16_at(18),
         kind,
+        start_ns: u64_at(24),
     })
 }
 
@@ -96,6 +111,18 @@ mod tests {
 
     /// Encodes like fdtable.bpf.c does.
     fn encode(tgid: u32, fd: u32, ino: u64, family: u16, protocol: u16, kind: u8) -> Vec<u8> {
+        encode_started(tgid, fd, ino, family, protocol, kind, 0)
+    }
+
+    fn encode_started(
+        tgid: u32,
+        fd: u32,
+        ino: u64,
+        family: u16,
+        protocol: u16,
+        kind: u8,
+        start_ns: u64,
+    ) -> Vec<u8> {
         let mut r = Vec::with_capacity(RECORD_LEN);
         r.extend_from_slice(&tgid.to_ne_bytes());
         r.extend_from_slice(&fd.to_ne_bytes());
@@ -104,14 +131,15 @@ mod tests {
         r.extend_from_slice(&protocol.to_ne_bytes());
         r.push(kind);
         r.extend_from_slice(&[0, 0, 0]);
+        r.extend_from_slice(&start_ns.to_ne_bytes());
         r
     }
 
     #[test]
     fn decodes_a_tcp_socket_record() {
-        let buf = encode(42, 7, 123_456_789_012, 2, 6, KIND_SOCKET);
+        let buf = encode_started(42, 7, 123_456_789_012, 2, 6, KIND_SOCKET, 987_654_321_000);
         let mut got = Vec::new();
-        assert_eq!(decode_records(&buf, 0, &mut |r| got.push(r)), Ok(24));
+        assert_eq!(decode_records(&buf, 0, &mut |r| got.push(r)), Ok(32));
         assert_eq!(
             got,
             vec![Record {
@@ -120,7 +148,8 @@ mod tests {
                 ino: 123_456_789_012,
                 family: 2,
                 protocol: 6,
-                kind: FdKind::Socket
+                kind: FdKind::Socket,
+                start_ns: 987_654_321_000,
             }]
         );
     }
@@ -130,7 +159,7 @@ mod tests {
         let mut buf = encode(1, 0, 5, 0, 0, KIND_PIPE);
         buf.extend_from_slice(&encode(1, 1, 6, 0, 0, KIND_FILE)[..10]);
         let mut n = 0;
-        assert_eq!(decode_records(&buf, 0, &mut |_| n += 1), Ok(24));
+        assert_eq!(decode_records(&buf, 0, &mut |_| n += 1), Ok(32));
         assert_eq!(n, 1);
     }
 
@@ -139,9 +168,9 @@ mod tests {
         let mut buf = encode(1, 0, 5, 0, 0, KIND_OTHER);
         buf.extend_from_slice(&encode(1, 1, 6, 0, 0, 9));
         assert_eq!(
-            decode_records(&buf, 48, &mut |_| {}),
+            decode_records(&buf, 64, &mut |_| {}),
             Err(DecodeError::UnknownKind {
-                offset: 72,
+                offset: 96,
                 kind: 9
             })
         );
@@ -161,13 +190,13 @@ mod tests {
 
         /// Encoding then decoding gives back every field.
         #[test]
-        fn round_trip(tgid: u32, fd: u32, ino: u64, family: u16, protocol: u16, kind in 0u8..5) {
-            let buf = encode(tgid, fd, ino, family, protocol, kind);
+        fn round_trip(tgid: u32, fd: u32, ino: u64, family: u16, protocol: u16, kind in 0u8..5, start: u64) {
+            let buf = encode_started(tgid, fd, ino, family, protocol, kind, start);
             let mut got = Vec::new();
             prop_assert_eq!(decode_records(&buf, 0, &mut |r| got.push(r)), Ok(RECORD_LEN));
             prop_assert_eq!(got.len(), 1);
             let r = got[0];
-            prop_assert_eq!((r.tgid, r.fd, r.ino, r.family, r.protocol), (tgid, fd, ino, family, protocol));
+            prop_assert_eq!((r.tgid, r.fd, r.ino, r.family, r.protocol, r.start_ns), (tgid, fd, ino, family, protocol, start));
         }
     }
 }
