@@ -9,6 +9,11 @@ use std::process::ExitCode;
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {
     use clap::FromArgMatches;
+    // The keeper (commands/keeper.rs) is sockleak re-executed by itself;
+    // it must not go through the CLI (nor start any thread).
+    if let Some(code) = commands::keeper::main_if_keeper() {
+        return code;
+    }
     let cli = match cli::command()
         .try_get_matches()
         .and_then(|m| cli::Cli::from_arg_matches(&m))

@@ -312,6 +312,10 @@ impl Load {
 /// The target being checked: its root pid, and the process sockleak started.
 struct Target {
     root: u32,
+    /// Where its process tree is looked up: the keeper of a spawned target
+    /// (so a child re-parented when its parent died still counts, e.g. the
+    /// server of `sh -c 'server | cat'`), else `root`.
+    tree_root: u32,
     netns: Option<u64>,
     spawned: Option<Spawned>,
 }
@@ -329,7 +333,11 @@ impl Target {
     /// Snapshot of the target's process tree (one namespace, all states).
     fn snapshot(&self, states: StateSet, want_info: bool) -> (Snapshot, Vec<u32>) {
         let table = target::process_table();
-        let pids = target::tree(self.root, &table);
+        let mut pids = target::tree(self.tree_root, &table);
+        if self.tree_root != self.root {
+            // The keeper itself holds only its two pipes.
+            pids.retain(|&p| p != self.tree_root);
+        }
         let netns = self
             .netns
             .or_else(|| table.get(&self.root).map(|&(_, ns)| ns))
@@ -382,9 +390,10 @@ pub fn run(args: &CheckArgs, style: Style) -> Result<u8> {
 
     let mut tgt = match (&args.spawn, args.pid) {
         (Some(cmd), _) => {
-            let s = Spawned::start("target", cmd, &[])?;
+            let s = Spawned::start("target", cmd, &[], args.stop_grace)?;
             Target {
                 root: s.pid,
+                tree_root: s.keeper_pid(),
                 netns: None,
                 spawned: Some(s),
             }
@@ -393,6 +402,7 @@ pub fn run(args: &CheckArgs, style: Style) -> Result<u8> {
             target::require_process(pid)?;
             Target {
                 root: pid,
+                tree_root: pid,
                 netns: None,
                 spawned: None,
             }
@@ -850,7 +860,7 @@ fn run_load_command(
     grace: Duration,
 ) -> std::result::Result<CommandLoad, Failure> {
     let started = Instant::now();
-    let mut child = Spawned::start("load command", cmd, env)?;
+    let mut child = Spawned::start("load command", cmd, env, grace)?;
     let mut deadline_reached = false;
     let status = loop {
         if let Some(st) = child.poll() {

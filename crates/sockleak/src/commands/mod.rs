@@ -4,6 +4,7 @@ pub mod check;
 mod completions;
 mod doctor;
 mod explain;
+pub mod keeper;
 mod man;
 pub mod report;
 pub mod run;

@@ -4,11 +4,13 @@
 //! findings. The command's exit code passes through, unless `--fail-on-leak`
 //! is given and a leak was seen (then 1).
 //!
-//! sockleak makes itself a child subreaper, so a grandchild whose parent
-//! exits is reparented to sockleak and stays in the tree.
+//! The command runs under a keeper (keeper.rs), a child subreaper: a
+//! grandchild whose parent exits is reparented to the keeper and stays in
+//! the tree, and what is still running when the command ends is listed and
+//! then stopped — also when sockleak itself is killed.
 
 use super::check::parse_duration;
-use super::target::{self, CANCEL, SIGNAL};
+use super::target::{self, Attach, Spawned, CANCEL, SIGNAL};
 use crate::exit;
 use crate::output::progress::{run_line, StatusLine, TreeFigures};
 use crate::output::style::Style;
@@ -21,8 +23,6 @@ use sockleak_model::{Cookie, FdKinds, Filter, Snapshot, TcpState};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -125,6 +125,9 @@ impl Track {
     }
 }
 
+/// SIGTERM → SIGKILL grace for what the command leaves running.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 pub fn run(args: &RunArgs, style: Style) -> Result<u8> {
     // As watch: a sample itself takes milliseconds; below this the loop
     // only burns CPU (0 ms spun 4 s of CPU in 3 s).
@@ -139,35 +142,25 @@ pub fn run(args: &RunArgs, style: Style) -> Result<u8> {
         None => None,
     };
     target::catch_signals()?;
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) on this process only.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let me = std::process::id();
-    let mut cmd = Command::new(&args.command[0]);
-    cmd.args(&args.command[1..]);
-    // SAFETY: runs in the child before exec; prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
-            Ok(())
-        });
-    }
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            // As env(1) and timeout(1): 127 not found, 126 not runnable.
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            eprintln!("sockleak: run: start {:?}: {e}", args.command[0]);
-            return Ok(code);
-        }
-    };
-    let root = child.id();
-    // The child is reaped below with waitpid(-1) (orphans reparented to the
-    // subreaper too); std's handle is not used for waiting.
-    drop(child);
+    // The keeper (keeper.rs) is the subreaper of the command's tree: a
+    // grandchild whose parent exits, or one that calls setsid(), stays in
+    // the tree, and all of it is stopped when the command has ended, also
+    // when sockleak dies.
+    let mut child =
+        match Spawned::start_argv("command", &args.command, &[], Attach::Inherit, STOP_GRACE)? {
+            Ok(c) => c,
+            Err(e) => {
+                // As env(1) and timeout(1): 127 not found, 126 not runnable.
+                let code = if e.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                };
+                eprintln!("sockleak: run: start {:?}: {e}", args.command[0]);
+                return Ok(code);
+            }
+        };
+    let keeper = child.keeper_pid();
 
     let min_age_ms = u64::try_from(args.min_age.as_millis()).unwrap_or(u64::MAX);
     let cfg = DiagnoseConfig {
@@ -175,7 +168,6 @@ pub fn run(args: &RunArgs, style: Style) -> Result<u8> {
         ..DiagnoseConfig::default()
     };
     let mut tracks: BTreeMap<(u32, u64), Track> = BTreeMap::new();
-    let mut root_status: Option<i32> = None;
     let mut samples = 0u32;
     let mut forwarded = false;
     let started = Instant::now();
@@ -184,11 +176,11 @@ pub fn run(args: &RunArgs, style: Style) -> Result<u8> {
         let figures = figures.clone();
         StatusLine::start(move || Some(run_line(started.elapsed(), figures.get())))
     };
-    loop {
-        reap(root, &mut root_status);
+    let code = loop {
+        let root_status = child.poll().map(exit_code);
         let table = target::process_table();
-        let mut pids = target::tree(me, &table);
-        pids.retain(|&p| p != me);
+        let mut pids = target::tree(keeper, &table);
+        pids.retain(|&p| p != keeper);
         if !pids.is_empty() {
             let snap = scan(&ScanOptions {
                 filter: Filter {
@@ -202,27 +194,27 @@ pub fn run(args: &RunArgs, style: Style) -> Result<u8> {
             record(&snap, &mut tracks, min_age_ms, &cfg);
             figures.set(u64::from(samples), &snap);
         }
-        if root_status.is_some() {
+        if let Some(code) = root_status {
             for t in tracks.values_mut() {
                 t.alive_at_end = pids.contains(&t.pid);
             }
-            break;
+            break code;
         }
         if CANCEL.load(Ordering::Relaxed) && !forwarded {
             // Ctrl-C reached the whole foreground group already; a SIGTERM
             // sent to sockleak alone is passed on to the command.
             let sig = SIGNAL.load(Ordering::Relaxed);
             if sig == libc::SIGTERM {
-                // SAFETY: kill(2) on the child sockleak started.
-                unsafe { libc::kill(root as libc::pid_t, libc::SIGTERM) };
+                child.signal(libc::SIGTERM);
             }
             forwarded = true;
         }
         std::thread::sleep(args.interval);
-    }
+    };
     // The report follows: the line is cleared first.
     drop(line);
-    let code = root_status.unwrap_or(0);
+    // What the command left running (listed in the report) is stopped.
+    child.stop(STOP_GRACE);
     let leaky: Vec<&Track> = tracks
         .values()
         .filter(|t| !t.leaks(args.max_fd_growth).is_empty())
@@ -295,26 +287,12 @@ impl Figures {
     }
 }
 
-/// Reaps every exited child (the command, and orphans reparented to
-/// sockleak); records the command's exit code (128+N for signal N).
-fn reap(root: u32, root_status: &mut Option<i32>) {
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid(2) with a valid out pointer; WNOHANG never blocks.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid <= 0 {
-            return;
-        }
-        if pid as u32 == root {
-            *root_status = Some(if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else if libc::WIFSIGNALED(status) {
-                128 + libc::WTERMSIG(status)
-            } else {
-                255
-            });
-        }
-    }
+/// The exit code a shell reports: the command's own, 128+N for signal N.
+fn exit_code(st: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    st.code()
+        .or_else(|| st.signal().map(|sig| 128 + sig))
+        .unwrap_or(255)
 }
 
 fn now_ms() -> u64 {
@@ -571,7 +549,7 @@ fn render(
     if !left.is_empty() {
         let _ = writeln!(
             out,
-            "note: still running after the command ended (not stopped): {}",
+            "note: still running after the command ended (stopped): {}",
             left.join(", ")
         );
     }

@@ -1,12 +1,15 @@
-//! Processes that `check` and `run` start, watch and stop: spawning in a
-//! process group of its own, stopping by that group (SIGTERM, then SIGKILL
-//! after a grace period), process trees by ppid, and Ctrl-C/SIGTERM turned
-//! into a flag every loop polls.
+//! Processes that `check` and `run` start, watch and stop: spawning under
+//! a keeper process (`keeper.rs`) that stops the command's whole tree
+//! (SIGTERM, then SIGKILL after a grace period) also when sockleak dies,
+//! process trees by ppid, and Ctrl-C/SIGTERM turned into a flag every loop
+//! polls.
 
+use super::keeper;
 use anyhow::{bail, Context, Result};
 use sockleak_collect::procfs::{scan_processes, ProcOptions};
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::AsFd;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -129,129 +132,296 @@ pub fn split_words(cmd: &str) -> Option<Vec<String>> {
     (!words.is_empty()).then_some(words)
 }
 
-/// A process sockleak started, in its own process group (pgid = its pid).
-/// Dropping it stops the group.
+/// How a started command is attached to sockleak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// `check`: a process group of its own (Ctrl-C is sockleak's to handle),
+    /// stdin from /dev/null, stdout to sockleak's stderr (so `--json` on
+    /// stdout stays clean).
+    Detached,
+    /// `run`: sockleak's process group (Ctrl-C reaches the command as
+    /// usual), stdin, stdout and stderr inherited.
+    Inherit,
+}
+
+/// How long sockleak waits for the keeper to report the command's pid.
+/// Starting is a fork and two execs; the margin is for a loaded machine.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A command sockleak started, and the keeper (see `keeper.rs`) between
+/// the two that stops the command's whole tree — also the children that
+/// left its process group or were re-parented, and also when sockleak dies.
+/// `pid` is the command's own pid, [`Spawned::poll`] its exit status.
+/// Dropping it stops the tree.
 pub struct Spawned {
-    child: Child,
+    keeper: Child,
+    /// The command's pid (the keeper's child).
     pub pid: u32,
-    /// Set once the process has exited and been reaped.
+    /// Set once the command has exited and been reaped.
     pub status: Option<ExitStatus>,
     what: String,
+    /// Write end of the control pipe; its EOF alone makes the keeper stop.
+    ctl: std::fs::File,
+    /// Read end of the report pipe.
+    report: std::fs::File,
+    buf: Vec<u8>,
+    /// The report pipe reached EOF: the keeper has exited.
+    report_eof: bool,
+    /// The keeper has been reaped.
+    finished: bool,
+    start_error: Option<std::io::Error>,
+    /// The grace of the stop in progress (for the SIGKILL message), and of
+    /// a stop by Drop.
+    grace: Duration,
+}
+
+/// A pipe whose two ends are close-on-exec, so no other process sockleak
+/// starts holds them (a stray write end would keep the keeper from seeing
+/// EOF when sockleak dies).
+fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds: [libc::c_int; 2] = [-1, -1];
+    // SAFETY: pipe2(2) writes two fds into a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("create a pipe for the keeper");
+    }
+    // SAFETY: pipe2 succeeded: both fds are new and owned only here.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 impl Spawned {
-    /// Starts `cmd` (a simple command is executed directly so its pid is the
-    /// program's; anything with shell syntax runs under `sh -c`). Its stdout
-    /// goes to sockleak's stderr, so `--json` on stdout stays clean.
-    ///
-    /// Must be called from the main thread: PR_SET_PDEATHSIG fires when the
-    /// forking *thread* exits, and the main thread lives as long as sockleak.
-    pub fn start(what: &str, cmd: &str, env: &[(&str, String)]) -> Result<Spawned> {
-        let mut c = match split_words(cmd) {
-            Some(words) => {
-                let mut c = Command::new(&words[0]);
-                c.args(&words[1..]);
-                c
-            }
-            None => {
-                let mut c = Command::new("sh");
-                c.arg("-c").arg(cmd);
-                c
-            }
+    /// Starts `cmd` detached ([`Attach::Detached`]): a simple command is
+    /// executed directly so its pid is the program's; anything with shell
+    /// syntax runs under `sh -c`. `grace` is the SIGTERM → SIGKILL grace of
+    /// a stop by Drop and of the keeper's stop when sockleak dies.
+    pub fn start(
+        what: &str,
+        cmd: &str,
+        env: &[(&str, String)],
+        grace: Duration,
+    ) -> Result<Spawned> {
+        let argv = match split_words(cmd) {
+            Some(words) => words,
+            None => vec!["sh".to_string(), "-c".to_string(), cmd.to_string()],
         };
-        let stdout = std::io::stderr()
-            .as_fd()
-            .try_clone_to_owned()
-            .with_context(|| format!("{what}: duplicate stderr"))?;
-        c.stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::inherit())
-            .process_group(0);
+        Spawned::start_argv(what, &argv, env, Attach::Detached, grace)?
+            .with_context(|| format!("{what}: start {cmd:?}"))
+    }
+
+    /// Starts `argv` under a keeper. The outer error is sockleak's own (the
+    /// keeper could not be started); the inner one is the command's (not
+    /// found, not executable), which `run` turns into 127/126.
+    pub fn start_argv(
+        what: &str,
+        argv: &[String],
+        env: &[(&str, String)],
+        attach: Attach,
+        grace: Duration,
+    ) -> Result<std::result::Result<Spawned, std::io::Error>> {
+        if argv.is_empty() {
+            bail!("{what}: empty command");
+        }
+        let (ctl_r, ctl_w) = cloexec_pipe()?;
+        let (rep_r, rep_w) = cloexec_pipe()?;
+        let (ctl_fd, rep_fd) = (ctl_r.as_raw_fd(), rep_w.as_raw_fd());
+        let group = match attach {
+            Attach::Detached => keeper::Group::Own,
+            Attach::Inherit => keeper::Group::Inherit,
+        };
+        // /proc/self/exe rather than current_exe(): it still executes when
+        // the binary was replaced or deleted (an upgrade) since sockleak began.
+        let mut c = Command::new("/proc/self/exe");
+        c.arg0("sockleak")
+            .arg(keeper::KEEPER_ARG)
+            .arg(ctl_fd.to_string())
+            .arg(rep_fd.to_string())
+            .arg(std::process::id().to_string())
+            .arg(grace.as_millis().to_string())
+            .arg(group.as_arg())
+            .arg("--")
+            .args(argv);
+        if attach == Attach::Detached {
+            let stdout = std::io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .with_context(|| format!("{what}: duplicate stderr"))?;
+            c.stdin(Stdio::null())
+                .stdout(Stdio::from(stdout))
+                .stderr(Stdio::inherit());
+        }
         for (k, v) in env {
             c.env(k, v);
         }
         // SAFETY: the closure runs in the child between fork and exec and
-        // only calls prctl(2), which is async-signal-safe.
+        // only calls fcntl(2), which is async-signal-safe: the keeper's two
+        // pipe ends (and only those) survive its exec.
         unsafe {
-            c.pre_exec(|| {
-                // If sockleak dies without cleaning up (SIGKILL), the child
-                // gets SIGTERM instead of living on.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
+            c.pre_exec(move || {
+                for fd in [ctl_fd, rep_fd] {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
         }
-        let child = c
+        let keeper = c
             .spawn()
-            .with_context(|| format!("{what}: start {cmd:?}"))?;
-        Ok(Spawned {
-            pid: child.id(),
-            child,
+            .with_context(|| format!("{what}: start the process keeper (/proc/self/exe)"))?;
+        drop(ctl_r);
+        drop(rep_w);
+        let mut s = Spawned {
+            keeper,
+            pid: 0,
             status: None,
             what: what.to_string(),
-        })
+            ctl: std::fs::File::from(ctl_w),
+            report: std::fs::File::from(rep_r),
+            buf: Vec::new(),
+            report_eof: false,
+            finished: false,
+            start_error: None,
+            grace,
+        };
+        let until = Instant::now() + START_TIMEOUT;
+        while s.pid == 0 && s.start_error.is_none() && !s.report_eof && Instant::now() < until {
+            s.pump(100);
+        }
+        if let Some(e) = s.start_error.take() {
+            s.reap_keeper();
+            return Ok(Err(e));
+        }
+        if s.pid == 0 {
+            let _ = s.keeper.kill();
+            s.reap_keeper();
+            bail!("{what}: the process keeper did not report the command's pid");
+        }
+        Ok(Ok(s))
     }
 
-    /// Reaps the process if it has exited; returns its status then.
+    /// The keeper's pid: the root of the tree that holds everything the
+    /// command started (re-parented orphans included).
+    pub fn keeper_pid(&self) -> u32 {
+        self.keeper.id()
+    }
+
+    /// Reads what the keeper reported, waiting up to `wait_ms` for the
+    /// first bytes.
+    fn pump(&mut self, wait_ms: i32) {
+        let mut wait = wait_ms;
+        while !self.report_eof {
+            let mut pfd = libc::pollfd {
+                fd: self.report.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll(2) on one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, wait) } <= 0 {
+                return;
+            }
+            wait = 0;
+            let mut chunk = [0u8; 512];
+            match self.report.read(&mut chunk) {
+                Ok(0) => self.report_eof = true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
+                Err(_) => self.report_eof = true,
+            }
+            while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                let line = String::from_utf8_lossy(&line[..nl]).into_owned();
+                self.on_report(&line);
+            }
+        }
+    }
+
+    fn on_report(&mut self, line: &str) {
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match word {
+            "pid" => self.pid = rest.trim().parse().unwrap_or(0),
+            "exit" => {
+                if let Ok(raw) = rest.trim().parse::<i32>() {
+                    self.status = Some(ExitStatus::from_raw(raw));
+                }
+            }
+            "error" => {
+                let (errno, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+                self.start_error = Some(match errno.parse::<i32>() {
+                    Ok(n) if n > 0 => std::io::Error::from_raw_os_error(n),
+                    _ => std::io::Error::other(msg.to_string()),
+                });
+            }
+            "kill" => eprintln!(
+                "sockleak: {} (pid {}) or its children did not stop within {:?} of SIGTERM; \
+                 sending SIGKILL",
+                self.what, self.pid, self.grace
+            ),
+            _ => {}
+        }
+    }
+
+    /// Waits (bounded) for the keeper to exit and reaps it; SIGKILL if it
+    /// does not.
+    fn reap_keeper(&mut self) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !self.finished && Instant::now() < until {
+            if let Ok(Some(_)) = self.keeper.try_wait() {
+                self.finished = true;
+            } else {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if !self.finished {
+            let _ = self.keeper.kill();
+            let _ = self.keeper.wait();
+            self.finished = true;
+        }
+    }
+
+    /// The command's exit status once it has exited (reaped by the keeper).
     pub fn poll(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
-            if let Ok(Some(st)) = self.child.try_wait() {
+            self.pump(0);
+        }
+        if self.status.is_none() && self.report_eof && !self.finished {
+            // The keeper died without reporting (someone SIGKILLed it): its
+            // end is the closest thing to the command's.
+            if let Ok(Some(st)) = self.keeper.try_wait() {
+                self.finished = true;
                 self.status = Some(st);
             }
         }
         self.status
     }
 
-    /// SIGTERM to the whole group, SIGKILL after `grace` to what is left;
-    /// reaps the leader. Idempotent.
-    pub fn stop(&mut self, grace: Duration) {
-        let pgid = self.pid as libc::pid_t;
-        if !self.group_alive() {
-            let _ = self.poll();
-            return;
-        }
-        // SAFETY: kill(2) on the process group sockleak created (pgid =
-        // the leader's pid, which the kernel does not reuse while the
-        // group has members).
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        let until = Instant::now() + grace;
-        while Instant::now() < until {
-            let _ = self.poll();
-            if !self.group_alive() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!(
-            "sockleak: {} (pid {}) did not stop within {:?} of SIGTERM; sending SIGKILL",
-            self.what, self.pid, grace
-        );
-        // SAFETY: as above.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            let _ = self.poll();
-            if !self.group_alive() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// Sends `sig` to the command itself (not its tree), through the keeper,
+    /// which knows whether the pid is still its unreaped child.
+    pub fn signal(&mut self, sig: libc::c_int) {
+        let _ = writeln!(self.ctl, "signal {sig}");
     }
 
-    /// True while the leader is unreaped or any member of its group lives.
-    fn group_alive(&mut self) -> bool {
-        if self.poll().is_none() {
-            return true;
+    /// Stops the whole tree: SIGTERM to every process in it (also those that
+    /// left the process group), SIGKILL after `grace` to what is left; the
+    /// keeper reaps them and exits. Idempotent.
+    pub fn stop(&mut self, grace: Duration) {
+        if self.finished {
+            return;
         }
-        // SAFETY: signal 0 only checks that the group exists.
-        unsafe { libc::kill(-(self.pid as libc::pid_t), 0) == 0 }
+        self.grace = grace;
+        let _ = writeln!(self.ctl, "stop {}", grace.as_millis());
+        // The keeper's own bound: grace, then KILL_WAIT for SIGKILL; a
+        // margin on top for a loaded machine.
+        let until = Instant::now() + grace + Duration::from_secs(10);
+        while !self.report_eof && Instant::now() < until {
+            self.pump(100);
+        }
+        self.reap_keeper();
+        let _ = self.poll();
     }
 }
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        self.stop(Duration::from_secs(5));
+        self.stop(self.grace);
     }
 }
 

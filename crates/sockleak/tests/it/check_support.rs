@@ -240,3 +240,84 @@ pub fn assert_no_status_line(stderr: &str) {
         );
     }
 }
+
+/// (pid, ppid) of every process, from /proc.
+fn ppids() -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            if let Some(ppid) = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .and_then(|x| x.parse::<u32>().ok())
+            {
+                out.push((p, ppid));
+            }
+        }
+    }
+    out
+}
+
+/// Children of `pid` (by ppid), from /proc.
+pub fn children(pid: u32) -> Vec<u64> {
+    ppids()
+        .into_iter()
+        .filter(|&(_, ppid)| ppid == pid)
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Every descendant of `pid` (by ppid), from /proc.
+pub fn descendants(pid: u32) -> Vec<u64> {
+    let table = ppids();
+    let mut out: Vec<u64> = Vec::new();
+    let mut queue = vec![u64::from(pid)];
+    while let Some(p) = queue.pop() {
+        for &(k, ppid) in &table {
+            // Bounded by the table: racing data cannot loop.
+            if u64::from(ppid) == p && !out.contains(&k) && out.len() < table.len() {
+                out.push(k);
+                queue.push(k);
+            }
+        }
+    }
+    out
+}
+
+/// The pids a test command wrote to `path` (one a line), once there are at
+/// least `n`, waiting at most `within`.
+pub fn pids_written(path: &PathBuf, n: usize, within: Duration) -> Vec<u64> {
+    let until = Instant::now() + within;
+    loop {
+        let pids: Vec<u64> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if pids.len() >= n || Instant::now() >= until {
+            return pids;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The pids of `pids` still running (not even a zombie) after `within`.
+/// Each of those is SIGKILLed by its own pid, so a failing test leaves
+/// nothing behind either.
+pub fn left_behind(pids: &[u64], within: Duration) -> Vec<u64> {
+    let until = Instant::now() + within;
+    let left: Vec<u64> = pids
+        .iter()
+        .copied()
+        .filter(|&p| !gone_within(p, until.saturating_duration_since(Instant::now())))
+        .collect();
+    for &p in &left {
+        // SAFETY: kill(2) on a process this test's command started.
+        unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
+    }
+    left
+}

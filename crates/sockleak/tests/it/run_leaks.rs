@@ -1,9 +1,11 @@
 //! `sockleak run`: a script whose child keeps CLOSE_WAIT sockets and pipes
 //! is a leak (exit 1 with --fail-on-leak, else its own code passes through);
-//! a clean script's exit code always passes through.
+//! a clean script's exit code always passes through; what the command
+//! leaves running is stopped, also when sockleak is SIGKILLed (issue 15).
 
 use crate::check_support::*;
 use crate::support::*;
+use std::time::{Duration, Instant};
 
 #[test]
 fn leaky_script_fails_with_fail_on_leak_and_names_the_process() {
@@ -123,4 +125,65 @@ fn json_report_names_the_leaking_process_and_follows_the_schema() {
     let (code, _, err) = run(&["run", "--json", "/nonexistent-dir/run.json", "--", "true"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("/nonexistent-dir/run.json"), "{err}");
+}
+
+/// Issue 15: children the command left running — one of them in a session
+/// of its own (setsid) — are listed and then stopped, not left behind.
+#[test]
+fn run_stops_what_the_command_left_running() {
+    let pids = scratch("run-left-pids");
+    let _ = std::fs::remove_file(&pids);
+    let p = pids.display();
+    let script = format!("setsid sleep 300 >/dev/null 2>&1 & echo $! >> {p}; sleep 301 >/dev/null 2>&1 & echo $! >> {p}; sleep 1");
+    let (code, _, err) = run(&["run", "--", "sh", "-c", &script]);
+    let written = pids_written(&pids, 2, Duration::from_secs(2));
+    let left = left_behind(&written, Duration::from_secs(10));
+    let _ = std::fs::remove_file(&pids);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(written.len(), 2, "{err}");
+    assert!(left.is_empty(), "left behind: {left:?}: {err}");
+    assert!(
+        err.contains("still running after the command ended (stopped)"),
+        "{err}"
+    );
+}
+
+/// Issue 15: a SIGKILLed `sockleak run` stopped only the command itself
+/// (PDEATHSIG); a pipeline it started and a setsid() child lived on.
+#[test]
+fn sigkilled_run_leaves_nothing_of_the_command_tree() {
+    let pids = scratch("run-kill9-pids");
+    let _ = std::fs::remove_file(&pids);
+    let p = pids.display();
+    let script = format!(
+        "setsid sleep 300 >/dev/null 2>&1 & echo $! >> {p}; sleep 301 | cat & echo $! >> {p}; echo $$ >> {p}; wait"
+    );
+    let mut child = sockleak()
+        .args(["run", "--", "sh", "-c", &script])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start sockleak run");
+    let written = pids_written(&pids, 3, Duration::from_secs(10));
+    // The pipeline's first stage too: every process of the tree is up.
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut tree = descendants(child.id());
+    while tree.len() < 5 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+        tree = descendants(child.id());
+    }
+    // SAFETY: kill(2) on the sockleak process this test started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    let _ = wait_or_kill(
+        &mut child,
+        Duration::from_secs(10),
+        "sockleak survived SIGKILL",
+    );
+    assert_eq!(written.len(), 3, "setsid child, pipeline, shell");
+    assert!(tree.len() >= 4, "sh, setsid sleep, sleep, cat: {tree:?}");
+    tree.extend(&written);
+    let left = left_behind(&tree, Duration::from_secs(10));
+    let _ = std::fs::remove_file(&pids);
+    assert!(left.is_empty(), "left behind: {left:?} of {tree:?}");
 }
