@@ -232,11 +232,12 @@ fn exposure_warning(listen: SocketAddr, auth: bool) -> Option<String> {
 const FD_HEADROOM: u64 = 128;
 
 /// Raises the soft RLIMIT_NOFILE toward the hard one when it is too low for
-/// `--max-connections` (plus the reserved slots); says so when even the hard
+/// `--max-connections` (twice it for bursts, plus the reserved slots); says so when even the hard
 /// limit is too low (then accept fails with EMFILE under load and the
 /// server backs off instead of serving).
 fn ensure_fd_room(max_connections: usize) {
-    let need = u64::try_from(max_connections + http::RESERVED_SLOTS)
+    // A burst may go up to twice the cap (see exporter::http).
+    let need = u64::try_from(max_connections.saturating_mul(2) + http::RESERVED_SLOTS)
         .unwrap_or(u64::MAX)
         .saturating_add(FD_HEADROOM);
     let mut lim = libc::rlimit {

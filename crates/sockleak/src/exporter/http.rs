@@ -13,7 +13,8 @@
 //!   is at least [`EVICT_MIN_WAIT`]. A connection whose request head arrived
 //!   and is being answered is never evicted. When only younger ones wait (a
 //!   burst of scrapes, some still closing), the newcomer is let in over the
-//!   cap, up to twice `max_connections`. So slots go round first in, first out: idle and byte-by-byte
+//!   cap, up to twice `max_connections`; past that, the longest waiting goes
+//!   whatever its age. So slots go round first in, first out: idle and byte-by-byte
 //!   clients cannot keep a scrape out, as each newcomer gets in and has the
 //!   time `max_connections` newer arrivals take to send its request; the
 //!   accept loop yields after each accept so the new connection's task reads
@@ -86,7 +87,7 @@ pub const RESERVED_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection is evicted only after waiting this long for a request head
 /// (one whose credentials were refused, at once): younger ones are about to
 /// be served or closed, and a burst is let in over the cap instead (up to
-/// twice `max_connections`).
+/// twice `max_connections`, then first in, first out whatever the age).
 pub const EVICT_MIN_WAIT: Duration = Duration::from_millis(100);
 /// bcrypt verifications running at once. One keeps a flood of wrong
 /// passwords to one core at most (half with the pause after a failure),
@@ -201,41 +202,48 @@ impl Slots {
         let general_open = open.len() - reserved_open;
         let now = nanos_since(self.epoch);
         let min_wait = u64::try_from(EVICT_MIN_WAIT.as_nanos()).unwrap_or(u64::MAX);
-        let (reserved, evicted) = if general_open < self.max {
-            (false, false)
-        } else if let Some((&id, victim)) = open
-            .iter()
-            .filter(|(_, s)| {
-                let state = s.state.load(Ordering::Relaxed);
-                state == PENALTY
-                    || (state == WAITING
-                        && now.saturating_sub(s.since_ns.load(Ordering::Relaxed)) >= min_wait)
-            })
-            .min_by_key(|(_, s)| {
-                (
-                    s.state.load(Ordering::Relaxed),
-                    s.since_ns.load(Ordering::Relaxed),
-                )
-            })
-        {
-            let reserved = victim.reserved;
-            victim.evict.notify_one();
-            open.remove(&id);
-            (reserved, true)
-        } else if general_open < self.max * 2
-            && open
-                .values()
-                .any(|s| s.state.load(Ordering::Relaxed) != BUSY)
-        {
+        let waited = |s: &Slot| now.saturating_sub(s.since_ns.load(Ordering::Relaxed));
+        // Whom to evict: refused-auth ones first, then the longest waiting.
+        let victim = |old_only: bool| {
+            open.iter()
+                .filter(|(_, s)| {
+                    let state = s.state.load(Ordering::Relaxed);
+                    state == PENALTY || (state == WAITING && (!old_only || waited(s) >= min_wait))
+                })
+                .min_by_key(|(_, s)| {
+                    (
+                        s.state.load(Ordering::Relaxed),
+                        s.since_ns.load(Ordering::Relaxed),
+                    )
+                })
+                .map(|(&id, s)| (id, s.reserved))
+        };
+        let pick = if general_open < self.max {
+            Ok(false)
+        } else if let Some(v) = victim(true) {
+            Err(v)
+        } else if general_open < self.max * 2 && victim(false).is_some() {
             // Only young connections wait (a burst: some just got their
             // response and are closing, others just connected): let the
             // newcomer in over the cap rather than cut one that is about to
             // be served or done.
-            (false, false)
+            Ok(false)
+        } else if let Some(v) = victim(false) {
+            // Burst room full too: first in, first out among the young.
+            Err(v)
         } else if reserved_open < self.reserved_max {
-            (true, false)
+            Ok(true)
         } else {
             return Admission::Full;
+        };
+        let (reserved, evicted) = match pick {
+            Ok(reserved) => (reserved, false),
+            Err((id, reserved)) => {
+                if let Some(v) = open.remove(&id) {
+                    v.evict.notify_one();
+                }
+                (reserved, true)
+            }
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot {
@@ -784,6 +792,22 @@ mod tests {
             3,
             "dropping an evicted connection's guard frees nothing twice"
         );
+    }
+
+    #[test]
+    fn a_burst_goes_over_the_cap_then_round_first_in_first_out() {
+        let slots = Slots::new(2, 0);
+        let a = admitted(slots.admit()).0;
+        std::thread::sleep(Duration::from_millis(2));
+        let b = admitted(slots.admit()).0;
+        // All young: over the cap, up to twice it, nobody cut.
+        let (c, ev_c) = admitted(slots.admit());
+        let (d, ev_d) = admitted(slots.admit());
+        assert!(!ev_c && !ev_d);
+        // Then the longest waiting goes, young or not.
+        let (_e, evicted) = admitted(slots.admit());
+        assert!(evicted && !is_open(&slots, &a));
+        assert!(is_open(&slots, &b) && is_open(&slots, &c) && is_open(&slots, &d));
     }
 
     #[test]
