@@ -185,6 +185,10 @@ pub fn run(args: &ServeArgs) -> Result<u8> {
     let local = listener
         .local_addr()
         .with_context(|| format!("bind {}", args.listen))?;
+    if let Some(w) = exposure_warning(local, !web.users.is_empty()) {
+        eprintln!("sockleak serve: warning: {w}");
+    }
+    ensure_fd_room(limits.max_connections);
     let scheme = if web.tls.is_some() { "https" } else { "http" };
     eprintln!(
         "sockleak serve: listening on {scheme}://{local}/metrics (interval {}s, basic auth {})",
@@ -208,6 +212,59 @@ pub fn run(args: &ServeArgs) -> Result<u8> {
     let _ = handle.join();
     eprintln!("sockleak serve: stopped");
     Ok(exit::OK)
+}
+
+/// The warning for a port beyond loopback without basic auth: metrics name
+/// processes, ports and peers, and anyone who reaches the port may read them.
+fn exposure_warning(listen: SocketAddr, auth: bool) -> Option<String> {
+    if auth || listen.ip().is_loopback() {
+        return None;
+    }
+    Some(format!(
+        "{listen} is not a loopback address and there is no basic auth \
+         (--web-config with basic_auth_users): anyone who can reach this port may \
+         scrape the metrics (process names, ports, peers)"
+    ))
+}
+
+/// fds `serve` may need besides its connections: the collector's /proc and
+/// netlink reads, the listener, stdio, a connection being evicted.
+const FD_HEADROOM: u64 = 128;
+
+/// Raises the soft RLIMIT_NOFILE toward the hard one when it is too low for
+/// `--max-connections` (twice it for bursts, plus the reserved slots); says so when even the hard
+/// limit is too low (then accept fails with EMFILE under load and the
+/// server backs off instead of serving).
+fn ensure_fd_room(max_connections: usize) {
+    // A burst may go up to twice the cap (see exporter::http).
+    let need = u64::try_from(max_connections.saturating_mul(2) + http::RESERVED_SLOTS)
+        .unwrap_or(u64::MAX)
+        .saturating_add(FD_HEADROOM);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur >= need {
+        return;
+    }
+    let target = need.min(lim.rlim_max);
+    if target > lim.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit from a struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = target;
+        }
+    }
+    if lim.rlim_cur < need {
+        eprintln!(
+            "sockleak serve: warning: the fd limit ({}) is below what --max-connections {max_connections} needs ({need}): lower --max-connections or raise LimitNOFILE / ulimit -n",
+            lim.rlim_cur
+        );
+    }
 }
 
 /// Completes on SIGTERM or SIGINT. If the handlers cannot be installed the
@@ -315,6 +372,27 @@ fn report_partial(snap: &Snapshot, reported: &mut BTreeSet<String>) {
     for l in crate::output::partial::lines(&snap.partial, false) {
         if reported.insert(l.key) {
             eprintln!("sockleak serve: {}", l.text);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unauthenticated_port_beyond_loopback_is_warned_about() {
+        let addr = |s: &str| s.parse::<SocketAddr>().expect("address");
+        for loopback in ["127.0.0.1:9915", "127.3.0.1:1", "[::1]:9915"] {
+            assert_eq!(exposure_warning(addr(loopback), false), None, "{loopback}");
+        }
+        for open in ["0.0.0.0:9915", "[::]:9915", "10.1.2.3:9915"] {
+            let w = exposure_warning(addr(open), false).expect(open);
+            assert!(
+                w.contains(open) && w.contains("anyone who can reach"),
+                "{w}"
+            );
+            assert_eq!(exposure_warning(addr(open), true), None, "{open} with auth");
         }
     }
 }

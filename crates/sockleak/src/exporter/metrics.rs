@@ -164,9 +164,9 @@ families! {
     ScanProcesses: Gauge "sockleak_scan_processes" "Processes in the last scan (after the scan filters).";
     ScanPartial: Gauge "sockleak_scan_partial" "Objects the last scan could not read, by kind of gap (see sockleak doctor).";
     HttpConnections: Counter "sockleak_http_connections_total" "HTTP connections accepted by the exporter.";
-    HttpRejected: Counter "sockleak_http_connections_rejected_total" "HTTP connections closed at once because --max-connections were open.";
+    HttpRejected: Counter "sockleak_http_connections_rejected_total" "HTTP connections closed because --max-connections were open (one waiting for a request head made room, or the newcomer got 503).";
     HttpTimedOut: Counter "sockleak_http_connections_timed_out_total" "HTTP connections closed by the read or per-connection timeout.";
-    HttpUnauthorized: Counter "sockleak_http_unauthorized_total" "HTTP requests refused for missing or wrong basic-auth credentials.";
+    HttpUnauthorized: Counter "sockleak_http_unauthorized_total" "HTTP requests refused with 401 (missing or wrong basic-auth credentials) or 429 (password verifier busy).";
     NamespaceScanned: Gauge "sockleak_namespace_scanned" "1 if the namespace's sockets were dumped, 0 if not (no permission, vanished, excluded).";
     Sockets: Gauge "sockleak_sockets" "TCP sockets in the namespace by state (deduplicated by cookie).";
     OrphanSockets: Gauge "sockleak_orphan_sockets" "Orphaned TCP sockets (closed by their process, kept by the kernel), from /proc/net/sockstat.";

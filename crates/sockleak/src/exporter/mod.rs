@@ -6,7 +6,8 @@
 //! - [`metrics`]: pure rendering of a snapshot and its findings into the
 //!   Prometheus text format and OpenMetrics, with the cardinality caps.
 //! - [`redact`]: hides secrets in command lines before they become labels.
-//! - [`http`]: the hardened HTTP/1.1 server (limits, timeouts, connection cap,
+//! - [`http`]: the hardened HTTP/1.1 server (limits, timeouts, connection cap
+//!   with eviction and reserved slots, bounded password checks,
 //!   graceful shutdown, content negotiation, basic auth).
 //! - [`webconfig`]: the exporter-toolkit `--web-config` YAML (TLS, users).
 
@@ -39,11 +40,14 @@ pub struct Exposition {
 pub struct HttpStats {
     /// Connections accepted (including those rejected by the cap).
     pub connections: AtomicU64,
-    /// Connections closed at once because `--max-connections` were open.
+    /// Connections closed because `--max-connections` were open: one that
+    /// was waiting for a request head, evicted for a newcomer, or the
+    /// newcomer itself when every slot was busy answering.
     pub rejected: AtomicU64,
     /// Connections closed by the header-read or per-connection timeout.
     pub timed_out: AtomicU64,
-    /// Requests refused for missing or wrong credentials.
+    /// Requests refused for missing or wrong credentials (401) or because
+    /// the password verifier was busy (429).
     pub unauthorized: AtomicU64,
 }
 

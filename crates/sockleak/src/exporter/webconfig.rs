@@ -12,7 +12,9 @@
 //!
 //! Settings sockleak does not implement (client certificates, cipher suites,
 //! HTTP headers, HTTP/2) are refused by name rather than ignored: a silently
-//! ignored security setting is worse than an error.
+//! ignored security setting is worse than an error. A bcrypt cost above
+//! [`MAX_BCRYPT_COST`] is refused too: the cost is exponential (31 would take
+//! days per verification), and every scrape with uncached credentials pays it.
 
 use anyhow::{bail, Context, Result};
 use rustls::pki_types::pem::PemObject;
@@ -21,6 +23,11 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Highest bcrypt cost accepted. Each step doubles the verification time:
+/// 10 (htpasswd's usual choice) is tens of ms, 12 a few hundred, 14 over a
+/// second of one core, and the format allows up to 31.
+pub const MAX_BCRYPT_COST: u32 = 12;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,9 +100,17 @@ impl WebConfig {
             if user.contains(':') {
                 bail!("basic_auth_users: user name {user:?} must not contain ':'");
             }
-            hash.parse::<bcrypt::HashParts>().map_err(|e| {
+            let parts = hash.parse::<bcrypt::HashParts>().map_err(|e| {
                 anyhow::anyhow!("basic_auth_users: {user}: not a bcrypt hash ({e})")
             })?;
+            let cost = parts.get_cost();
+            if cost > MAX_BCRYPT_COST {
+                bail!(
+                    "basic_auth_users: {user}: bcrypt cost {cost} is above the maximum \
+                     {MAX_BCRYPT_COST} (every verification would pin a CPU for seconds or \
+                     more): rehash the password with a lower cost (htpasswd -nBC 10 {user})"
+                );
+            }
             users.insert(user, hash);
         }
         let tls = match raw.tls_server_config {
@@ -205,6 +220,37 @@ mod tests {
             format!("{err:#}").contains("alice: not a bcrypt hash"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn bcrypt_costs_above_the_maximum_are_refused_naming_user_and_cost() {
+        let at_max = bcrypt::hash_with_salt("pw", MAX_BCRYPT_COST, [7; 16])
+            .expect("hash")
+            .to_string();
+        let ok = WebConfig::parse(
+            &format!("basic_auth_users:\n  bob: '{at_max}'\n"),
+            Path::new("."),
+        )
+        .expect("the maximum cost is accepted");
+        assert_eq!(ok.users.len(), 1);
+        // The same salt and digest with a higher cost field: parsing must
+        // refuse it without ever hashing at that cost.
+        for cost in [13, 31] {
+            let hash = at_max.replacen("$12$", &format!("${cost}$"), 1);
+            assert_ne!(hash, at_max);
+            let err = WebConfig::parse(
+                &format!("basic_auth_users:\n  alice: '{at_max}'\n  carol: '{hash}'\n"),
+                Path::new("."),
+            )
+            .expect_err("too costly");
+            let msg = format!("{err:#}");
+            assert!(
+                msg.contains(&format!(
+                    "carol: bcrypt cost {cost} is above the maximum 12"
+                )),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

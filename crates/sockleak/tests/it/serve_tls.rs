@@ -3,7 +3,7 @@
 //! Right credentials get the metrics over HTTPS (curl verifies the
 //! certificate); wrong or missing ones get 401; plain HTTP on the TLS port
 //! gets nothing; /healthz needs no credentials; a bad web config is refused
-//! at startup with the file named.
+//! at startup with the file named, and so is a bcrypt cost above 12.
 
 use crate::serve_support::*;
 use crate::support::*;
@@ -154,6 +154,27 @@ fn a_bad_web_config_is_refused_at_startup() {
     let (code, _, err) = run(&["serve", "--listen", "127.0.0.1:0", "--web-config", p]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("client_ca_file is not supported"), "{err}");
+    // A bcrypt cost far above the maximum (31 would pin a core for days per
+    // verification): refused at startup, naming the user and the cost. The
+    // hash is a real cost-4 one with its cost field raised, never computed.
+    let cheap = bcrypt::hash("pw", 4).expect("bcrypt hash");
+    let costly = cheap.replacen("$04$", "$31$", 1);
+    std::fs::write(
+        &path,
+        format!("basic_auth_users:\n  ok: '{cheap}'\n  slowpoke: '{costly}'\n"),
+    )
+    .expect("write");
+    let t = std::time::Instant::now();
+    let (code, _, err) = run(&["serve", "--listen", "127.0.0.1:0", "--web-config", p]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(p) && err.contains("slowpoke: bcrypt cost 31 is above the maximum 12"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "refused at once"
+    );
     // Broken YAML: the file, the parser's problem and where it is.
     std::fs::write(&path, "basic_auth_users:\n  prom: \"unterminated\n").expect("write");
     let (code, _, err) = run(&["serve", "--listen", "127.0.0.1:0", "--web-config", p]);
